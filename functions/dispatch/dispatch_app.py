@@ -1,0 +1,44 @@
+"""Dispatch function: every minute, enqueue the steps that are due and allowed to go now."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sendwell.adapters.aws import SqsQueue
+from sendwell.clock import utcnow
+from sendwell.config import Settings
+from sendwell.models import bind_models
+from sendwell.services.dispatch import dispatch_due_steps
+
+SETTINGS = Settings.from_env(os.environ)
+MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
+SEND_QUEUE = SqsQueue(boto3.client("sqs", region_name=SETTINGS.region), SETTINGS.send_queue_url)
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = dispatch_due_steps(MODELS, SEND_QUEUE, now=utcnow())
+    metrics.add_metric(name="StepsEnqueued", unit=MetricUnit.Count, value=report.enqueued)
+    metrics.add_metric(name="StepsRetimed", unit=MetricUnit.Count, value=report.retimed)
+    logger.info(
+        "dispatched",
+        extra={
+            "due": report.due,
+            "enqueued": report.enqueued,
+            "retimed": report.retimed,
+            "skipped_inboxes": len(report.skipped_inboxes),
+        },
+    )
+    return {"due": report.due, "enqueued": report.enqueued, "retimed": report.retimed, "waiting": report.waiting}

@@ -1,0 +1,1 @@
+"""sendwell: cold-email sequences that survive an inbox losing its connection."""

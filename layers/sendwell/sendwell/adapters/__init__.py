@@ -1,0 +1,1 @@
+"""Adapters: the outside world (AWS services, mail providers) behind the ports."""

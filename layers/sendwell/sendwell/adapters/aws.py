@@ -1,0 +1,103 @@
+"""Thin adapters over SQS, SNS, SES and KMS. Clients are created by the handler, once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sendwell.ports import AuthFailureReport, Email, QueuedMessage
+
+SQS_BATCH_LIMIT = 10
+
+
+class QueueDeliveryError(Exception):
+    """The queue refused some messages (they were not enqueued)."""
+
+
+class SqsQueue:
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._url = queue_url
+
+    def send_batch(self, messages: Sequence[QueuedMessage]) -> None:
+        for start in range(0, len(messages), SQS_BATCH_LIMIT):
+            chunk = messages[start : start + SQS_BATCH_LIMIT]
+            entries: list[dict[str, Any]] = []
+            for index, message in enumerate(chunk):
+                entry: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
+                if message.group_id is not None:
+                    entry["MessageGroupId"] = message.group_id
+                if message.deduplication_id is not None:
+                    entry["MessageDeduplicationId"] = message.deduplication_id
+                entries.append(entry)
+            response = self._client.send_message_batch(QueueUrl=self._url, Entries=entries)
+            if response.get("Failed"):
+                codes = sorted({failure["Code"] for failure in response["Failed"]})
+                raise QueueDeliveryError(f"{len(response['Failed'])} messages refused: {', '.join(codes)}")
+
+
+class SnsPublisher:
+    def __init__(self, client: Any, topic_arn: str) -> None:
+        self._client = client
+        self._topic_arn = topic_arn
+
+    def publish(self, event_type: str, detail: Mapping[str, Any], *, dedup_key: str) -> None:
+        body = {"type": event_type, "dedup_key": dedup_key, **detail}
+        attributes = {"event_type": {"DataType": "String", "StringValue": event_type}}
+        for key in ("provider", "inbox_id"):
+            if key in detail:
+                attributes[key] = {"DataType": "String", "StringValue": str(detail[key])}
+        self._client.publish(
+            TopicArn=self._topic_arn,
+            Message=json.dumps(body, sort_keys=True, default=str),
+            MessageAttributes=attributes,
+        )
+
+
+class SesMailer:
+    def __init__(self, client: Any, sender: str) -> None:
+        self._client = client
+        self._sender = sender
+
+    def send(self, email: Email) -> str:
+        response = self._client.send_email(
+            Source=self._sender,
+            Destination={"ToAddresses": list(email.to)},
+            ReplyToAddresses=list(email.reply_to),
+            Message={
+                "Subject": {"Data": email.subject, "Charset": "UTF-8"},
+                "Body": {
+                    "Text": {"Data": email.text, "Charset": "UTF-8"},
+                    "Html": {"Data": email.html, "Charset": "UTF-8"},
+                },
+            },
+        )
+        message_id: str = response["MessageId"]
+        return message_id
+
+
+class KmsCipher:
+    def __init__(self, client: Any, key_id: str) -> None:
+        self._client = client
+        self._key_id = key_id
+
+    def encrypt(self, plaintext: bytes, *, context: Mapping[str, str]) -> bytes:
+        response = self._client.encrypt(KeyId=self._key_id, Plaintext=plaintext, EncryptionContext=dict(context))
+        blob: bytes = response["CiphertextBlob"]
+        return blob
+
+    def decrypt(self, ciphertext: bytes, *, context: Mapping[str, str]) -> bytes:
+        response = self._client.decrypt(CiphertextBlob=ciphertext, EncryptionContext=dict(context))
+        plaintext: bytes = response["Plaintext"]
+        return plaintext
+
+
+class SqsAuthFailureReporter:
+    """Auth failures go through their own queue, so one handler decides, once, what they mean."""
+
+    def __init__(self, queue: SqsQueue) -> None:
+        self._queue = queue
+
+    def report(self, report: AuthFailureReport) -> None:
+        self._queue.send_batch([QueuedMessage(body=report.to_json())])

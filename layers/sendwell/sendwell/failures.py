@@ -1,0 +1,48 @@
+"""The vocabulary every provider adapter uses to say *how* something failed.
+
+Adapters never let a provider's own exception escape: they raise :class:`ProviderFailure`
+carrying a :class:`Failure`, built by the table-driven classifier in ``sendwell.classify``.
+Services then act on ``Failure.kind`` alone, so no service ever guesses from message text.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class FailureKind(enum.StrEnum):
+    AUTH_LOST = "auth_lost"  # the grant/password is gone: disconnect
+    USER_ACTION = "user_action"  # the user or their admin must do something: disconnect, with the fix
+    APP_CONFIG = "app_config"  # our OAuth app is misconfigured: ops alarm, inboxes untouched
+    TRANSIENT = "transient"  # retry later; never a disconnect
+    RATE_LIMITED = "rate_limited"  # the inbox hit a provider limit: pause it until retry_after
+    RECIPIENT_REJECTED = "recipient_rejected"  # permanent for one recipient (e.g. 5.1.1): bounce it
+    BAD_MESSAGE = "bad_message"  # our message was refused as malformed: fail the enrollment
+
+    @property
+    def disconnects(self) -> bool:
+        return self in (FailureKind.AUTH_LOST, FailureKind.USER_ACTION)
+
+
+class Provider(enum.StrEnum):
+    GMAIL = "gmail"
+    OUTLOOK = "outlook"
+    CUSTOM = "custom"  # SMTP + IMAP with a password or app password
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    kind: FailureKind
+    code: str  # stable, provider-specific code: "invalid_grant", "AADSTS50076", "smtp:535 5.7.8"...
+    reason: str  # plain words for a person: "the password was changed or access was revoked"
+    fix: str = ""  # what the owner or their admin should do; empty where there is nothing to do
+    retry_after: float | None = None  # seconds, when the provider said how long to wait
+
+
+class ProviderFailure(Exception):
+    """Raised by adapters; the message holds only the code, never provider text or secrets."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(f"{failure.kind}: {failure.code}")
+        self.failure = failure

@@ -1,0 +1,375 @@
+"""Every DynamoDB model of sendwell, in one place.
+
+The models here are *unbound*: they know their keys, attributes and indexes but not their
+table names. A handler calls :func:`bind_models` once at cold start with the names from its
+settings and hands the bound classes to the services. That keeps ``os.environ`` out of this
+package and lets tests bind the same models to tables created from ``template.yaml``.
+
+Index design (each GSI write costs a write unit, so every index is sparse or KEYS_ONLY):
+- ``Enrollment.due_index``: only enrollments with a step waiting to be sent carry ``due_shard``;
+  the shard spreads the "due now" query over partitions.
+- ``Enrollment.inbox_index``: KEYS_ONLY, keyed on attributes that never change, so it costs one
+  index write per enrollment, ever.
+- ``Inbox.poll_index``: only connected, unpaused inboxes carry ``poll_shard``.
+- ``Inbox.attention_index``: only inboxes that need a reminder or a degraded notice carry it.
+- ``SentMessage.thread_index``: provider thread id -> our sent message, for reply matching.
+- ``ReconnectLink.inbox_index``: links of an inbox, newest first.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
+from pynamodb.models import Model
+
+M = TypeVar("M", bound=Model)
+
+# How many partitions the sparse "due" and "poll" indexes are spread over.
+DUE_SHARDS = 8
+POLL_SHARDS = 4
+
+
+class InboxStatus(enum.StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RECONNECTING = "reconnecting"
+    PENDING = "pending"  # created by an admin, never signed in yet
+
+
+class EnrollmentState(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    REPLIED = "replied"
+    BOUNCED = "bounced"
+    UNSUBSCRIBED = "unsubscribed"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class CampaignState(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class LinkState(enum.StrEnum):
+    ACTIVE = "active"
+    USED = "used"
+    REVOKED = "revoked"
+
+
+class BacklogMode(enum.StrEnum):
+    PACED = "paced"  # re-time pending steps within cap and window (the default)
+    HOLD = "hold"  # stay paused until an admin resumes
+    IMMEDIATE = "immediate"  # send as soon as dispatch allows
+
+
+# ---------------------------------------------------------------------------------------------
+# Index definitions
+
+
+class PollIndex(GlobalSecondaryIndex["Inbox"]):
+    class Meta:
+        index_name = "poll-due"
+        projection = KeysOnlyProjection()
+
+    poll_shard = UnicodeAttribute(hash_key=True)
+    next_poll_at = NumberAttribute(range_key=True)
+
+
+class AttentionIndex(GlobalSecondaryIndex["Inbox"]):
+    class Meta:
+        index_name = "attention-due"
+        projection = KeysOnlyProjection()
+
+    attention_shard = UnicodeAttribute(hash_key=True)
+    attention_at = NumberAttribute(range_key=True)
+
+
+class DueIndex(GlobalSecondaryIndex["Enrollment"]):
+    class Meta:
+        index_name = "steps-due"
+        projection = IncludeProjection(["inbox_id", "campaign_id", "step_index"])
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = NumberAttribute(range_key=True)
+
+
+class EnrollmentsByInboxIndex(GlobalSecondaryIndex["Enrollment"]):
+    class Meta:
+        index_name = "by-inbox"
+        projection = KeysOnlyProjection()
+
+    inbox_id = UnicodeAttribute(hash_key=True)
+    enrollment_id = UnicodeAttribute(range_key=True)
+
+
+class ThreadIndex(GlobalSecondaryIndex["SentMessage"]):
+    class Meta:
+        index_name = "by-thread"
+        projection = IncludeProjection(["enrollment_id"])
+
+    thread_key = UnicodeAttribute(hash_key=True)
+
+
+class LinksByInboxIndex(GlobalSecondaryIndex["ReconnectLink"]):
+    class Meta:
+        index_name = "by-inbox"
+        projection = AllProjection()
+
+    inbox_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+class SendingWindowAttribute(MapAttribute[str, Any]):
+    days = UnicodeAttribute(default="0,1,2,3,4")  # Monday = 0
+    start = UnicodeAttribute(default="09:00")
+    end = UnicodeAttribute(default="17:00")
+    tz = UnicodeAttribute(default="UTC")
+
+
+class Inbox(Model):
+    class Meta:
+        table_name = "unbound"
+
+    inbox_id = UnicodeAttribute(hash_key=True)
+    provider = UnicodeAttribute()  # sendwell.failures.Provider
+    address = UnicodeAttribute()
+    display_name = UnicodeAttribute(default="")
+    owner_email = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+    status = UnicodeAttribute(default=InboxStatus.PENDING.value)
+    paused = BooleanAttribute(default=False)
+    status_code = UnicodeAttribute(null=True)  # classifier code of the failure that disconnected it
+    status_reason = UnicodeAttribute(null=True)
+    status_fix = UnicodeAttribute(null=True)
+    failed_at = UTCDateTimeAttribute(null=True)  # first failure of the current incident
+    incident_id = UnicodeAttribute(null=True)  # one per disconnect; keys its notices (sent once each)
+    reconnected_at = UTCDateTimeAttribute(null=True)
+
+    # Who the mailbox is: Google iss+sub, Microsoft tid+oid; recorded at the first sign-in.
+    identity_issuer = UnicodeAttribute(null=True)
+    identity_subject = UnicodeAttribute(null=True)
+    # KMS ciphertext (encryption context = inbox id) of the JSON credentials.
+    credentials = BinaryAttribute(null=True, legacy_encoding=False)
+    credentials_version = NumberAttribute(default=0)
+
+    # Custom inboxes: where to connect. A reconnect may change the password, never these.
+    smtp_host = UnicodeAttribute(null=True)
+    smtp_port = NumberAttribute(null=True)
+    smtp_security = UnicodeAttribute(null=True)  # starttls | tls | none
+    imap_host = UnicodeAttribute(null=True)
+    imap_port = NumberAttribute(null=True)
+    imap_security = UnicodeAttribute(null=True)
+    username = UnicodeAttribute(null=True)
+
+    # Limits and pacing.
+    daily_cap = NumberAttribute(default=50)
+    min_gap_seconds = NumberAttribute(default=120)
+    jitter_seconds = NumberAttribute(default=60)
+    window = SendingWindowAttribute(default=SendingWindowAttribute)
+    usage_day = UnicodeAttribute(null=True)  # inbox-local ISO date of sent_today
+    sent_today = NumberAttribute(default=0)
+    last_sent_at = UTCDateTimeAttribute(null=True)
+    rate_limited_until = UTCDateTimeAttribute(null=True)
+    # The inbox's send claim: FIFO delivers one message per inbox at a time, and this conditional
+    # claim makes a duplicate delivery lose instead of sending twice. It also enforces the gap/cap.
+    send_claim = UnicodeAttribute(null=True)  # "<enrollment id>:<step>"
+    send_lease_until = NumberAttribute(null=True)
+    next_send_at = NumberAttribute(null=True)  # epoch seconds: last send + minimum gap
+    backlog_mode = UnicodeAttribute(default=BacklogMode.PACED.value)
+
+    # Polling (sparse index: only inboxes that should be polled carry poll_shard).
+    poll_shard = UnicodeAttribute(null=True)
+    next_poll_at = NumberAttribute(null=True)
+    poll_cursor = UnicodeAttribute(null=True)
+    last_polled_at = UTCDateTimeAttribute(null=True)
+    poll_index = PollIndex()
+
+    # Reminders and degraded notices (sparse index).
+    attention_shard = UnicodeAttribute(null=True)
+    attention_at = NumberAttribute(null=True)
+    reminders_sent = NumberAttribute(default=0)
+    transient_since = UTCDateTimeAttribute(null=True)
+    degraded_notified = BooleanAttribute(default=False)
+    attention_index = AttentionIndex()
+
+
+class StepAttribute(MapAttribute[str, Any]):
+    subject = UnicodeAttribute()
+    text = UnicodeAttribute()
+    html = UnicodeAttribute(null=True)
+    delay_seconds = NumberAttribute(default=0)
+    new_thread = BooleanAttribute(default=False)
+
+
+class Campaign(Model):
+    class Meta:
+        table_name = "unbound"
+
+    campaign_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    state = UnicodeAttribute(default=CampaignState.ACTIVE.value)
+    inbox_ids = ListAttribute(of=UnicodeAttribute)
+    steps = ListAttribute[StepAttribute](of=StepAttribute)
+    window = SendingWindowAttribute(default=SendingWindowAttribute)
+    # Inboxes of this campaign that are disconnected right now: the campaign shows
+    # "paused because the inbox is disconnected" while this set is not empty.
+    disconnected_inbox_ids = UnicodeSetAttribute(null=True)
+    stop_on_auto_reply = BooleanAttribute(default=False)
+    # Follow-ups more than this late after a reconnect are skipped or held (late_policy).
+    late_after_seconds = NumberAttribute(default=14 * 86400)
+    late_policy = UnicodeAttribute(default="skip")  # skip | hold
+
+
+class Enrollment(Model):
+    class Meta:
+        table_name = "unbound"
+
+    enrollment_id = UnicodeAttribute(hash_key=True)
+    campaign_id = UnicodeAttribute()
+    inbox_id = UnicodeAttribute()
+    email = UnicodeAttribute()
+    fields = MapAttribute[str, Any](default=dict)  # first_name, company, custom fields
+    created_at = UTCDateTimeAttribute()
+    state = UnicodeAttribute(default=EnrollmentState.ACTIVE.value)
+    state_reason = UnicodeAttribute(null=True)
+    step_index = NumberAttribute(default=0)  # the next step to send
+    # Sparse due index: present only while a step waits to be sent.
+    due_shard = UnicodeAttribute(null=True)
+    due_at = NumberAttribute(null=True)
+    # Threading of follow-ups. Our Message-IDs are derived from enrollment id and step (see
+    # services.sending.step_message_id), so References need no stored list.
+    thread_id = UnicodeAttribute(null=True)  # provider thread id (Gmail threadId, Graph conversationId)
+    last_sent_at = UTCDateTimeAttribute(null=True)
+
+    due_index = DueIndex()
+    inbox_index = EnrollmentsByInboxIndex()
+
+
+class SentMessage(Model):
+    class Meta:
+        table_name = "unbound"
+
+    message_id = UnicodeAttribute(hash_key=True)  # our Message-ID, without angle brackets
+    enrollment_id = UnicodeAttribute()
+    campaign_id = UnicodeAttribute()
+    inbox_id = UnicodeAttribute()
+    step_index = NumberAttribute()
+    to_address = UnicodeAttribute()
+    sent_at = UTCDateTimeAttribute()
+    provider_message_id = UnicodeAttribute(null=True)
+    thread_key = UnicodeAttribute(null=True)  # "<inbox_id>#<provider thread id>"
+    reconciled = BooleanAttribute(default=False)  # found in Sent after a lost acknowledgement
+    thread_index = ThreadIndex()
+
+
+class ReconnectLink(Model):
+    class Meta:
+        table_name = "unbound"
+
+    token_hash = UnicodeAttribute(hash_key=True)  # SHA-256 of the token; the token is never stored
+    link_id = UnicodeAttribute()  # a public, non-secret id for admins (revoke, list)
+    inbox_id = UnicodeAttribute()
+    created_by = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    expires_ttl = NumberAttribute()  # DynamoDB TTL: removed a while after expiry
+    state = UnicodeAttribute(default=LinkState.ACTIVE.value)
+    used_at = UTCDateTimeAttribute(null=True)
+    backlog_mode = UnicodeAttribute(default=BacklogMode.PACED.value)
+    expiry_notified = BooleanAttribute(default=False)
+    inbox_index = LinksByInboxIndex()
+
+
+class WebSession(Model):
+    """Server-side state of one reconnect page visit (the browser holds only a random id)."""
+
+    class Meta:
+        table_name = "unbound"
+
+    session_hash = UnicodeAttribute(hash_key=True)  # SHA-256 of the cookie value
+    token_hash = UnicodeAttribute()  # the link this session came from
+    inbox_id = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    expires_ttl = NumberAttribute()
+    csrf_token = UnicodeAttribute()
+    oauth_state = UnicodeAttribute(null=True)  # one-time, cleared when the callback uses it
+    oauth_flow = BinaryAttribute(null=True, legacy_encoding=False)  # KMS-encrypted PKCE verifier/flow
+
+
+class Activity(Model):
+    """Activity log; ``log_key`` is ``inbox#<id>`` or ``campaign#<id>``, newest first by ``at_id``."""
+
+    class Meta:
+        table_name = "unbound"
+
+    log_key = UnicodeAttribute(hash_key=True)
+    at_id = UnicodeAttribute(range_key=True)  # ISO-8601 UTC time + "#" + a random suffix
+    kind = UnicodeAttribute()  # inbox.disconnected, enrollment.replied, campaign.resumed, ...
+    message = UnicodeAttribute()
+    details = MapAttribute[str, Any](default=dict)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (Inbox, Campaign, Enrollment, SentMessage, ReconnectLink, WebSession, Activity)
+
+
+@dataclass(frozen=True, slots=True)
+class TableNames:
+    inboxes: str
+    campaigns: str
+    enrollments: str
+    sent_messages: str
+    links: str
+    sessions: str
+    activity: str
+
+
+@dataclass(frozen=True, slots=True)
+class Models:
+    """The model classes bound to one deployment's tables."""
+
+    inbox: type[Inbox]
+    campaign: type[Campaign]
+    enrollment: type[Enrollment]
+    sent_message: type[SentMessage]
+    link: type[ReconnectLink]
+    session: type[WebSession]
+    activity: type[Activity]
+
+
+def _bound(model: type[M], table_name: str, region: str, host: str | None) -> type[M]:
+    meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host})
+    bound: type[M] = type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__})
+    return bound
+
+
+def bind_models(names: TableNames, *, region: str, host: str | None = None) -> Models:
+    """Subclass every model with its deployed table name (called once per cold start)."""
+    return Models(
+        inbox=_bound(Inbox, names.inboxes, region, host),
+        campaign=_bound(Campaign, names.campaigns, region, host),
+        enrollment=_bound(Enrollment, names.enrollments, region, host),
+        sent_message=_bound(SentMessage, names.sent_messages, region, host),
+        link=_bound(ReconnectLink, names.links, region, host),
+        session=_bound(WebSession, names.sessions, region, host),
+        activity=_bound(Activity, names.activity, region, host),
+    )

@@ -1,0 +1,170 @@
+"""Dispatch: find due steps and hand each one, once, to the send queue.
+
+Runs every minute. For every inbox with due steps it enqueues at most the one step the inbox may
+send now (the minimum gap between sends is at least a minute in practice), and re-times steps
+that cannot go now (window closed, daily cap reached) to the instant they can: never dropped.
+Disconnected, reconnecting and paused inboxes are skipped without touching their steps, so the
+reconnect can re-time the whole backlog at once.
+
+The queue is SQS FIFO: group = inbox (one send at a time per inbox), deduplication id =
+enrollment + step, so overlapping ticks put each step on the queue once. The send function's
+claim is the second guard, for ticks more than the FIFO deduplication window apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from pynamodb.exceptions import DoesNotExist, UpdateError
+
+from sendwell.clock import epoch
+from sendwell.models import DUE_SHARDS, Campaign, Enrollment, Inbox, InboxStatus, Models
+from sendwell.pacing import next_send_time
+from sendwell.ports import MessageQueue, QueuedMessage
+from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """The body of one send-queue message."""
+
+    enrollment_id: str
+    step_index: int
+    inbox_id: str
+    # The inbox's pacing as dispatch saw it, so the send function's claim needs no read.
+    local_day: str  # the inbox's local date (its daily cap counts per local day)
+    min_gap_seconds: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, body: str) -> SendRequest:
+        data = json.loads(body)
+        return cls(
+            enrollment_id=str(data["enrollment_id"]),
+            step_index=int(data["step_index"]),
+            inbox_id=str(data["inbox_id"]),
+            local_day=str(data["local_day"]),
+            min_gap_seconds=int(data["min_gap_seconds"]),
+        )
+
+    def to_message(self) -> QueuedMessage:
+        return QueuedMessage(
+            body=self.to_json(),
+            group_id=self.inbox_id,
+            deduplication_id=f"{self.enrollment_id}-{self.step_index}",
+        )
+
+
+@dataclass
+class DispatchReport:
+    due: int = 0
+    enqueued: int = 0
+    retimed: int = 0
+    waiting: int = 0  # due, but the inbox's gap or an earlier step comes first
+    skipped_inboxes: dict[str, str] = field(default_factory=dict)  # inbox id -> why
+
+
+def _due_steps(models: Models, now: datetime, per_shard: int) -> Iterator[Enrollment]:
+    for shard in range(DUE_SHARDS):
+        yield from models.enrollment.due_index.query(
+            str(shard), models.enrollment.due_at <= epoch(now), limit=per_shard
+        )
+
+
+def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, per_shard: int = 1000) -> DispatchReport:
+    report = DispatchReport()
+    by_inbox: dict[str, list[Enrollment]] = defaultdict(list)
+    for step in _due_steps(models, now, per_shard):
+        by_inbox[step.inbox_id].append(step)
+        report.due += 1
+
+    campaigns: dict[str, Campaign | None] = {}
+    outgoing: list[QueuedMessage] = []
+    for inbox_id, steps in by_inbox.items():
+        inbox = _inbox(models, inbox_id)
+        why_not = _why_inbox_cannot_send(inbox, now)
+        if why_not:
+            report.skipped_inboxes[inbox_id] = why_not
+            continue
+        assert inbox is not None
+        usage = usage_of(inbox, now)
+        limits = limits_of(inbox)
+        chosen = False
+        for step in sorted(steps, key=lambda s: (s.due_at or 0, s.enrollment_id)):
+            if step.campaign_id not in campaigns:
+                campaigns[step.campaign_id] = _campaign(models, step.campaign_id)
+            campaign = campaigns[step.campaign_id]
+            if campaign is None:
+                continue
+            slot = next_send_time(
+                now,
+                window=campaign_window(campaign),
+                limits=limits,
+                usage=usage,
+                jitter=jitter_for(f"{step.enrollment_id}:{step.step_index}"),
+            )
+            if slot <= now and not chosen:
+                request = SendRequest(
+                    enrollment_id=step.enrollment_id,
+                    step_index=int(step.step_index),
+                    inbox_id=inbox_id,
+                    local_day=usage.day.isoformat(),
+                    min_gap_seconds=int(
+                        limits.gap(jitter_for(f"{step.enrollment_id}:{step.step_index}")).total_seconds()
+                    ),
+                )
+                outgoing.append(request.to_message())
+                chosen = True
+            elif slot > now and _retime(models, step, slot):
+                report.retimed += 1
+            else:
+                report.waiting += 1
+    queue.send_batch(outgoing)
+    report.enqueued = len(outgoing)
+    return report
+
+
+def _why_inbox_cannot_send(inbox: Inbox | None, now: datetime) -> str | None:
+    if inbox is None:
+        return "inbox deleted"
+    if inbox.status != InboxStatus.CONNECTED:
+        return f"inbox {inbox.status}"
+    if inbox.paused:
+        return "inbox paused"
+    if inbox.rate_limited_until and inbox.rate_limited_until > now:
+        return "provider sending limit"
+    return None
+
+
+def _inbox(models: Models, inbox_id: str) -> Inbox | None:
+    try:
+        return models.inbox.get(inbox_id)
+    except DoesNotExist:
+        return None
+
+
+def _campaign(models: Models, campaign_id: str) -> Campaign | None:
+    try:
+        return models.campaign.get(campaign_id)
+    except DoesNotExist:
+        return None
+
+
+def _retime(models: Models, step: Enrollment, slot: datetime) -> bool:
+    """Move a due step to the instant it may go, unless something else changed it meanwhile."""
+    if slot.timestamp() - (step.due_at or 0) < 60:
+        return False  # it becomes sendable within a tick anyway: leave it, save the write
+    try:
+        step.update(
+            actions=[models.enrollment.due_at.set(epoch(slot))],
+            condition=(models.enrollment.due_at == step.due_at) & (models.enrollment.step_index == step.step_index),
+        )
+    except UpdateError:
+        return False  # the send function or a reply got there first
+    return True

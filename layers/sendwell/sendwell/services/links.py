@@ -1,0 +1,146 @@
+"""Reconnect links: a random token of 256 bits, of which only the SHA-256 is stored.
+
+A link is single use (consumed with a conditional write), expires (7 days by default), can be
+revoked, and records who created it. An unknown token and a revoked one look the same to the
+person holding it, so a link never tells a stranger anything about an inbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pynamodb.exceptions import DoesNotExist, UpdateError
+
+from sendwell.clock import epoch
+from sendwell.models import BacklogMode, LinkState, Models, ReconnectLink
+
+DEFAULT_LIFETIME = timedelta(days=7)
+MAX_LIFETIME = timedelta(days=30)
+TOKEN_BYTES = 32  # 256 bits
+# Keep the record a while after expiry so an expired link gets its own page, then let TTL drop it.
+TTL_GRACE = timedelta(days=30)
+
+
+class LinkError(Exception):
+    """Base: a link can't be used. Subclasses say why, for the page the holder sees."""
+
+
+class LinkInvalid(LinkError):
+    """Unknown, malformed or revoked: the same answer for all three."""
+
+
+class LinkExpired(LinkError):
+    pass
+
+
+class LinkUsed(LinkError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLink:
+    token: str  # shown once, to put in a URL; never stored
+    link: ReconnectLink
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", errors="replace")).hexdigest()
+
+
+def looks_like_token(token: str) -> bool:
+    return 40 <= len(token) <= 64 and all(c.isalnum() or c in "-_" for c in token)
+
+
+def create_link(
+    models: Models,
+    *,
+    inbox_id: str,
+    created_by: str,
+    now: datetime,
+    lifetime: timedelta = DEFAULT_LIFETIME,
+    backlog_mode: BacklogMode = BacklogMode.PACED,
+    revoke_older: bool = False,
+) -> IssuedLink:
+    if not timedelta(minutes=5) <= lifetime <= MAX_LIFETIME:
+        raise ValueError("a link lives between 5 minutes and 30 days")
+    if revoke_older:
+        for older in active_links(models, inbox_id, now=now):
+            revoke(models, older.link_id, inbox_id=inbox_id)
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    expires = now + lifetime
+    link = models.link(
+        token_hash=token_hash(token),
+        link_id="lnk_" + secrets.token_hex(8),
+        inbox_id=inbox_id,
+        created_by=created_by,
+        created_at=now,
+        expires_at=expires,
+        expires_ttl=epoch(expires + TTL_GRACE),
+        state=LinkState.ACTIVE.value,
+        backlog_mode=backlog_mode.value,
+    )
+    link.save(condition=models.link.token_hash.does_not_exist())
+    return IssuedLink(token=token, link=link)
+
+
+def verify(models: Models, token: str, *, now: datetime) -> ReconnectLink:
+    """The active link behind ``token``, or the LinkError that says why it can't be used."""
+    if not looks_like_token(token):
+        raise LinkInvalid("malformed token")
+    try:
+        link = models.link.get(token_hash(token), consistent_read=True)
+    except DoesNotExist:
+        raise LinkInvalid("unknown token") from None
+    if link.state == LinkState.REVOKED:
+        raise LinkInvalid("revoked")
+    if link.state == LinkState.USED:
+        raise LinkUsed(link.link_id)
+    if link.expires_at <= now:
+        raise LinkExpired(link.link_id)
+    return link
+
+
+def consume(models: Models, link: ReconnectLink, *, now: datetime) -> None:
+    """Mark the link used, exactly once; a second use (or a revoke that won) raises LinkUsed."""
+    table = models.link
+    try:
+        link.update(
+            actions=[table.state.set(LinkState.USED.value), table.used_at.set(now)],
+            condition=(table.state == LinkState.ACTIVE.value) & (table.expires_at > now),
+        )
+    except UpdateError as error:
+        raise LinkUsed(link.link_id) from error
+
+
+def active_links(models: Models, inbox_id: str, *, now: datetime) -> list[ReconnectLink]:
+    return [
+        link
+        for link in models.link.inbox_index.query(inbox_id, scan_index_forward=False)
+        if link.state == LinkState.ACTIVE and link.expires_at > now
+    ]
+
+
+def list_links(models: Models, inbox_id: str, *, limit: int = 50) -> list[ReconnectLink]:
+    return list(models.link.inbox_index.query(inbox_id, scan_index_forward=False, limit=limit))
+
+
+def revoke(models: Models, link_id: str, *, inbox_id: str) -> bool:
+    """Revoke an active link of ``inbox_id`` by its public id; False if none was active."""
+    table = models.link
+    for link in models.link.inbox_index.query(inbox_id, filter_condition=table.link_id == link_id):
+        try:
+            link.update(
+                actions=[table.state.set(LinkState.REVOKED.value)],
+                condition=table.state == LinkState.ACTIVE.value,
+            )
+        except UpdateError:
+            return False
+        return True
+    return False
+
+
+def revoke_all(models: Models, inbox_id: str, *, now: datetime) -> int:
+    return sum(revoke(models, link.link_id, inbox_id=inbox_id) for link in active_links(models, inbox_id, now=now))

@@ -1,0 +1,382 @@
+"""Send one due step: at most once, within the inbox's limits, through its provider.
+
+The order of operations is the whole point:
+
+1. **Claim the inbox slot** with one conditional update: the inbox is connected, not paused, not
+   rate-limited, no other send holds its lease, the minimum gap has passed and the daily cap is
+   not reached. A duplicate delivery of the same message loses here. The update returns the
+   inbox (credentials included), so the claim costs no read.
+2. **Re-read the enrollment** (strongly consistent): a reply, bounce or unsubscribe recorded
+   since dispatch stops it here, before anything is sent.
+3. **Reconcile on redelivery**: our Message-ID is derived from enrollment and step, so when SQS
+   delivers a message again (the previous attempt may have crashed after the provider accepted
+   it), we look for that Message-ID in the Sent folder and record it instead of sending again.
+4. Render, build, send, record, advance. Each provider failure is acted on by its class only.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from sendwell.clock import epoch
+from sendwell.failures import FailureKind, ProviderFailure
+from sendwell.mime import MessageBuildError, build_message
+from sendwell.models import (
+    DUE_SHARDS,
+    Campaign,
+    Enrollment,
+    EnrollmentState,
+    Inbox,
+    InboxStatus,
+    Models,
+)
+from sendwell.ports import AuthFailureReport, AuthFailureReporter, Mailboxes, SentReceipt
+from sendwell.render import RenderError, render_step
+from sendwell.services import activity
+from sendwell.services.dispatch import SendRequest
+
+SEND_LEASE_SECONDS = 90  # longer than one send can take (the function times out at 60 s)
+DEFAULT_RATE_LIMIT_PAUSE = timedelta(hours=1)
+
+
+class Outcome(enum.StrEnum):
+    SENT = "sent"
+    RECONCILED = "reconciled"  # found in Sent after a lost acknowledgement: recorded, not resent
+    STALE = "stale"  # the step was already sent, or the enrollment stopped: nothing to do
+    INBOX_UNAVAILABLE = "inbox_unavailable"  # disconnected/paused/rate-limited: the step stays due
+    RECIPIENT_REJECTED = "recipient_rejected"
+    FAILED = "failed"  # our message could not be built or was refused as malformed
+    AUTH_FAILURE = "auth_failure"  # reported to the auth-failure queue; the step stays due
+
+
+class RetryLater(Exception):
+    """Leave the queue message for a later attempt (the handler reports a batch item failure)."""
+
+    def __init__(self, reason: str, delay_seconds: int) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SendContext:
+    models: Models
+    mailboxes: Mailboxes
+    auth_failures: AuthFailureReporter
+    unsubscribe_base_url: str  # https://.../u
+
+
+def shard_for(enrollment_id: str) -> str:
+    return str(int(hashlib.blake2b(enrollment_id.encode(), digest_size=2).hexdigest(), 16) % DUE_SHARDS)
+
+
+def step_message_id(enrollment_id: str, step_index: int, address: str) -> str:
+    """Our Message-ID for a step: derived, so a retry can find it in Sent and References rebuild."""
+    domain = address.rsplit("@", 1)[1]
+    return f"<sw.{enrollment_id}.{step_index}@{domain}>"
+
+
+def parse_step_message_id(message_id: str) -> tuple[str, int] | None:
+    """The enrollment and step a Message-ID of ours names, or None if it is not ours."""
+    local = message_id.strip().strip("<>").split("@", 1)[0]
+    parts = local.split(".")
+    if len(parts) != 3 or parts[0] != "sw" or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
+
+
+def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelivered: bool) -> Outcome:
+    models = ctx.models
+    claim = f"{request.enrollment_id}:{request.step_index}"
+    inbox = _claim_inbox_slot(models, request, claim, now)
+    try:
+        enrollment = models.enrollment.get(request.enrollment_id, consistent_read=True)
+    except DoesNotExist:
+        _release(models, inbox, claim, refund=True)
+        return Outcome.STALE
+    if enrollment.state != EnrollmentState.ACTIVE or enrollment.step_index != request.step_index:
+        _release(models, inbox, claim, refund=True)
+        return Outcome.STALE
+    campaign = models.campaign.get(enrollment.campaign_id)
+    step = campaign.steps[request.step_index]
+    message_id = step_message_id(enrollment.enrollment_id, request.step_index, inbox.address)
+
+    try:
+        mailbox = ctx.mailboxes.open(inbox)
+        if redelivered:
+            found = mailbox.find_sent(message_id)
+            if found is not None:
+                _record_sent(models, campaign, enrollment, inbox, message_id, found, now, reconciled=True)
+                _release(models, inbox, claim, refund=False)
+                return Outcome.RECONCILED
+        try:
+            rendered = render_step(step.subject, step.text, step.html, _variables(enrollment))
+            message = build_message(
+                from_addr=inbox.address,
+                from_name=inbox.display_name,
+                to_addr=enrollment.email,
+                to_name=_full_name(enrollment.fields.as_dict()),
+                subject=rendered.subject
+                if request.step_index == 0 or step.new_thread
+                else _first_subject(campaign, enrollment),
+                text=rendered.text,
+                html=rendered.html,
+                message_id=message_id,
+                in_reply_to=None
+                if _starts_thread(campaign, request.step_index)
+                else step_message_id(enrollment.enrollment_id, request.step_index - 1, inbox.address),
+                references=_references(campaign, enrollment, request.step_index, inbox.address),
+                unsubscribe_url=f"{ctx.unsubscribe_base_url}/{enrollment.enrollment_id}",
+                unsubscribe_mailto=None,
+                date=now,
+            )
+        except (RenderError, MessageBuildError) as error:
+            _stop_enrollment(models, enrollment, EnrollmentState.FAILED, str(error), now)
+            _release(models, inbox, claim, refund=True)
+            return Outcome.FAILED
+        thread = None if _starts_thread(campaign, request.step_index) else enrollment.thread_id
+        receipt = mailbox.send(message, thread_id=thread)
+    except ProviderFailure as failure:
+        return _on_failure(ctx, inbox, enrollment, claim, failure, now)
+    _record_sent(models, campaign, enrollment, inbox, message_id, receipt, now, reconciled=False)
+    _release(models, inbox, claim, refund=False)
+    return Outcome.SENT
+
+
+# ------------------------------------------------------------------------------------ the claim
+
+
+def _claim_inbox_slot(models: Models, request: SendRequest, claim: str, now: datetime) -> Inbox:
+    """Take the inbox's send slot, or raise RetryLater saying when to come back.
+
+    One conditional update, no read: dispatch put the inbox's local day and gap in the request,
+    and the update returns the whole inbox. The first send of a local day takes a second update
+    (the counter restarts at 1), which is cheaper than reading the inbox before every send.
+    """
+    table = models.inbox
+    inbox = table(request.inbox_id)
+    sendable = (
+        (table.status == InboxStatus.CONNECTED.value)
+        & (table.paused == False)  # noqa: E712 - a DynamoDB condition, not a Python comparison
+        & (table.rate_limited_until.does_not_exist() | (table.rate_limited_until <= now))
+        & (table.send_lease_until.does_not_exist() | (table.send_lease_until < epoch(now)))
+        & (table.next_send_at.does_not_exist() | (table.next_send_at <= epoch(now)))
+    )
+    actions: list[Any] = [
+        table.send_claim.set(claim),
+        table.send_lease_until.set(epoch(now) + SEND_LEASE_SECONDS),
+        table.last_sent_at.set(now),
+        table.next_send_at.set(epoch(now) + request.min_gap_seconds),
+        table.usage_day.set(request.local_day),
+    ]
+    same_day = table.usage_day == request.local_day
+    try:
+        inbox.update(
+            actions=[*actions, table.sent_today.add(1)],
+            condition=sendable & same_day & (table.sent_today < table.daily_cap),
+        )
+        return inbox
+    except UpdateError:
+        pass
+    try:
+        inbox.update(actions=[*actions, table.sent_today.set(1)], condition=sendable & ~same_day)
+        return inbox
+    except UpdateError:
+        pass
+    try:
+        current = table.get(request.inbox_id)
+    except DoesNotExist:
+        raise RetryLater("inbox deleted", 3600) from None
+    raise RetryLater(_why_not(current, now), _retry_delay(current, now))
+
+
+def _why_not(inbox: Inbox, now: datetime) -> str:
+    if inbox.status != InboxStatus.CONNECTED or inbox.paused:
+        return "inbox not sending"
+    if inbox.rate_limited_until and inbox.rate_limited_until > now:
+        return "provider sending limit"
+    return "inbox busy, gap or daily cap"
+
+
+def _retry_delay(inbox: Inbox, now: datetime) -> int:
+    if inbox.rate_limited_until and inbox.rate_limited_until > now:
+        return max(60, int((inbox.rate_limited_until - now).total_seconds()))
+    if inbox.next_send_at and inbox.next_send_at > epoch(now):
+        return max(5, int(inbox.next_send_at) - epoch(now))
+    return 60
+
+
+def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool) -> None:
+    """Give the slot back; a refund also un-counts it and frees the gap (nothing was sent)."""
+    table = models.inbox
+    actions: list[Any] = [table.send_claim.remove(), table.send_lease_until.remove()]
+    if refund:
+        actions += [table.sent_today.add(-1), table.next_send_at.remove()]
+    try:
+        inbox.update(actions=actions, condition=table.send_claim == claim)
+    except UpdateError:
+        pass  # the lease expired and another send took the slot: nothing of ours to release
+
+
+# ------------------------------------------------------------------------------------ rendering
+
+
+def _variables(enrollment: Enrollment) -> dict[str, str]:
+    fields = {str(k): str(v) for k, v in enrollment.fields.as_dict().items()}
+    return {**fields, "email": enrollment.email}
+
+
+def _full_name(fields: Mapping[str, Any]) -> str:
+    return " ".join(str(fields[k]).strip() for k in ("first_name", "last_name") if fields.get(k)).strip()
+
+
+def _starts_thread(campaign: Campaign, step_index: int) -> bool:
+    return step_index == 0 or bool(campaign.steps[step_index].new_thread)
+
+
+def _thread_start(campaign: Campaign, step_index: int) -> int:
+    start = step_index
+    while not _starts_thread(campaign, start):
+        start -= 1
+    return start
+
+
+def _first_subject(campaign: Campaign, enrollment: Enrollment) -> str:
+    """Follow-ups keep the thread's subject (the builder adds "Re: "), as people reply in a thread."""
+    start = _thread_start(campaign, int(enrollment.step_index))
+    step = campaign.steps[start]
+    return render_step(step.subject, "", None, _variables(enrollment)).subject
+
+
+def _references(campaign: Campaign, enrollment: Enrollment, step_index: int, address: str) -> list[str]:
+    if _starts_thread(campaign, step_index):
+        return []
+    start = _thread_start(campaign, step_index)
+    return [step_message_id(enrollment.enrollment_id, i, address) for i in range(start, step_index)]
+
+
+# ------------------------------------------------------------------------------------ recording
+
+
+def _record_sent(
+    models: Models,
+    campaign: Campaign,
+    enrollment: Enrollment,
+    inbox: Inbox,
+    message_id: str,
+    receipt: SentReceipt,
+    now: datetime,
+    *,
+    reconciled: bool,
+) -> None:
+    step_index = int(enrollment.step_index)
+    thread_id = receipt.thread_id or enrollment.thread_id
+    record = models.sent_message(
+        message_id=message_id.strip("<>"),
+        enrollment_id=enrollment.enrollment_id,
+        campaign_id=enrollment.campaign_id,
+        inbox_id=inbox.inbox_id,
+        step_index=step_index,
+        to_address=enrollment.email,
+        sent_at=now,
+        provider_message_id=receipt.provider_message_id,
+        reconciled=reconciled,
+    )
+    if receipt.thread_id and receipt.thread_id != enrollment.thread_id:
+        record.thread_key = f"{inbox.inbox_id}#{receipt.thread_id}"  # only a new thread costs an index write
+    try:
+        record.save(condition=models.sent_message.message_id.does_not_exist())
+    except PutError:
+        pass  # recorded by an earlier attempt that crashed before advancing: advance below
+    table = models.enrollment
+    actions: list[Any] = [table.step_index.set(step_index + 1), table.last_sent_at.set(now)]
+    if thread_id:
+        actions.append(table.thread_id.set(thread_id))
+    if step_index + 1 < len(campaign.steps):
+        delay = int(campaign.steps[step_index + 1].delay_seconds)
+        actions.append(table.due_at.set(epoch(now) + delay))
+    else:
+        actions += [
+            table.state.set(EnrollmentState.FINISHED.value),
+            table.due_shard.remove(),
+            table.due_at.remove(),
+        ]
+    try:
+        enrollment.update(actions=actions, condition=table.step_index == step_index)
+    except UpdateError:
+        pass  # already advanced by the attempt that recorded it first
+
+
+def _stop_enrollment(
+    models: Models, enrollment: Enrollment, state: EnrollmentState, reason: str, now: datetime
+) -> None:
+    table = models.enrollment
+    try:
+        enrollment.update(
+            actions=[
+                table.state.set(state.value),
+                table.state_reason.set(reason[:500]),
+                table.due_shard.remove(),
+                table.due_at.remove(),
+            ],
+            condition=table.state == EnrollmentState.ACTIVE.value,
+        )
+    except UpdateError:
+        return  # it stopped for another reason first
+    activity.record(
+        models,
+        now=now,
+        kind=f"enrollment.{state.value}",
+        message=f"{enrollment.email}: {reason}",
+        campaign_ids=[enrollment.campaign_id],
+        details={"enrollment_id": enrollment.enrollment_id, "step": int(enrollment.step_index)},
+        dedup=f"{enrollment.enrollment_id}.{state.value}",
+    )
+
+
+# ------------------------------------------------------------------------------------ failures
+
+
+def _on_failure(
+    ctx: SendContext, inbox: Inbox, enrollment: Enrollment, claim: str, error: ProviderFailure, now: datetime
+) -> Outcome:
+    failure = error.failure
+    models = ctx.models
+    if failure.kind in (FailureKind.AUTH_LOST, FailureKind.USER_ACTION, FailureKind.APP_CONFIG):
+        ctx.auth_failures.report(
+            AuthFailureReport(
+                inbox_id=inbox.inbox_id,
+                provider=inbox.provider,
+                kind=failure.kind.value,
+                code=failure.code,
+                reason=failure.reason,
+                fix=failure.fix,
+                at=now.isoformat(),
+                source="send",
+            )
+        )
+        _release(models, inbox, claim, refund=True)
+        return Outcome.AUTH_FAILURE
+    if failure.kind is FailureKind.RATE_LIMITED:
+        until = now + (timedelta(seconds=failure.retry_after) if failure.retry_after else DEFAULT_RATE_LIMIT_PAUSE)
+        inbox.update(actions=[models.inbox.rate_limited_until.set(until)])
+        _release(models, inbox, claim, refund=True)
+        return Outcome.INBOX_UNAVAILABLE
+    if failure.kind is FailureKind.RECIPIENT_REJECTED:
+        _stop_enrollment(models, enrollment, EnrollmentState.BOUNCED, failure.reason, now)
+        _release(models, inbox, claim, refund=False)
+        return Outcome.RECIPIENT_REJECTED
+    if failure.kind is FailureKind.BAD_MESSAGE:
+        _stop_enrollment(models, enrollment, EnrollmentState.FAILED, failure.reason, now)
+        _release(models, inbox, claim, refund=True)
+        return Outcome.FAILED
+    # Transient: we may not know whether the provider accepted it (a timeout after DATA), so the
+    # retry comes back as a redelivery and reconciles against Sent before sending.
+    _release(models, inbox, claim, refund=True)
+    raise RetryLater(f"transient provider failure {failure.code}", int(failure.retry_after or 60))

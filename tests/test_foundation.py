@@ -1,0 +1,271 @@
+"""The skeleton holds together: models match the template, handlers run on their sample events,
+and the local stack starts, answers and stops."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from local.cfn import resources_of_type, table_definition
+from local.stack import LocalStack, http_routes
+from sendwell.models import ALL_MODELS, InboxStatus, StepAttribute, TableNames
+from sendwell.services.sending import shard_for
+from tests.conftest import TEMPLATE, Deployment
+
+
+def _template_tables() -> dict[str, dict[str, Any]]:
+    return resources_of_type(TEMPLATE, "AWS::DynamoDB::Table")
+
+
+def _table_env_to_logical_id() -> dict[str, str]:
+    env = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    return {name: value["Ref"] for name, value in env.items() if name.endswith("_TABLE")}
+
+
+def _normalise_schema(definition: dict[str, Any]) -> dict[str, Any]:
+    """Keys, attribute types and indexes of a table, in a form both sides can be compared in."""
+
+    def keys(schema: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((k["AttributeName"], k["KeyType"]) for k in schema))
+
+    indexes = {}
+    for index in definition.get("GlobalSecondaryIndexes", []):
+        projection = index["Projection"]
+        indexes[index["IndexName"]] = (
+            keys(index["KeySchema"]),
+            projection["ProjectionType"],
+            tuple(sorted(projection.get("NonKeyAttributes", []))),
+        )
+    return {
+        "attributes": tuple(
+            sorted((a["AttributeName"], a["AttributeType"]) for a in definition["AttributeDefinitions"])
+        ),
+        "keys": keys(definition["KeySchema"]),
+        "indexes": indexes,
+    }
+
+
+def _model_schema(model: Any) -> dict[str, Any]:
+    schema = model._get_schema()
+    indexes = {}
+    for index in schema.get("global_secondary_indexes", []):
+        projection = index["projection"]
+        indexes[index["index_name"]] = (
+            tuple(sorted((k["AttributeName"], k["KeyType"]) for k in index["key_schema"])),
+            projection["ProjectionType"],
+            tuple(sorted(projection.get("NonKeyAttributes", []))),
+        )
+    return {
+        "attributes": tuple(sorted((a["AttributeName"], a["AttributeType"]) for a in schema["attribute_definitions"])),
+        "keys": tuple(sorted((k["AttributeName"], k["KeyType"]) for k in schema["key_schema"])),
+        "indexes": indexes,
+    }
+
+
+def test_every_model_matches_its_table_in_the_template(aws: Deployment) -> None:
+    tables = _template_tables()
+    by_env = _table_env_to_logical_id()
+    models = aws.models
+    bound = {
+        "SENDWELL_INBOXES_TABLE": models.inbox,
+        "SENDWELL_CAMPAIGNS_TABLE": models.campaign,
+        "SENDWELL_ENROLLMENTS_TABLE": models.enrollment,
+        "SENDWELL_SENT_MESSAGES_TABLE": models.sent_message,
+        "SENDWELL_LINKS_TABLE": models.link,
+        "SENDWELL_SESSIONS_TABLE": models.session,
+        "SENDWELL_ACTIVITY_TABLE": models.activity,
+    }
+    assert len(bound) == len(ALL_MODELS) == len(TableNames.__dataclass_fields__)
+    for env_name, model in bound.items():
+        logical_id = by_env[env_name]
+        template_schema = _normalise_schema(table_definition(tables[logical_id]["Properties"], "x"))
+        assert _model_schema(model) == template_schema, f"{model.__name__} differs from {logical_id}"
+    # Every table in the template is used by a model, or is Powertools' idempotency store.
+    used = {by_env[name] for name in bound} | {by_env["SENDWELL_IDEMPOTENCY_TABLE"]}
+    assert used == set(tables)
+
+
+def test_the_schema_comparison_notices_a_difference() -> None:
+    """Guard the guard: a model whose index differs from the template must not compare equal."""
+    tables = _template_tables()
+    template_schema = _normalise_schema(table_definition(tables["EnrollmentsTable"]["Properties"], "x"))
+    tampered = json.loads(json.dumps(template_schema))
+    tampered["indexes"]["steps-due"] = [[["due_at", "HASH"]], "ALL", []]
+    assert tampered != template_schema
+
+
+def test_every_table_has_pitr_encryption_and_on_demand_billing() -> None:
+    for logical_id, table in _template_tables().items():
+        props = table["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST", logical_id
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, logical_id
+        assert props["SSESpecification"]["SSEEnabled"] is True, logical_id
+
+
+def test_every_function_has_a_sample_event_and_a_log_group() -> None:
+    functions = resources_of_type(TEMPLATE, "AWS::Serverless::Function")
+    log_groups = [
+        group["Properties"]["LogGroupName"]["Fn::Sub"]
+        for group in resources_of_type(TEMPLATE, "AWS::Logs::LogGroup").values()
+    ]
+    for logical_id in functions:
+        assert f"/aws/lambda/${{{logical_id}}}" in log_groups, f"{logical_id} has no log group"
+    assert len(http_routes(TEMPLATE)) >= 10
+    # No catch-all proxy routes: every route is named.
+    assert not [r for r in http_routes(TEMPLATE) if "proxy+" in r.path]
+
+
+# ----------------------------------------------------------------------------------- handlers
+
+
+def _seed_connected_inbox(aws: Deployment, inbox_id: str, **extra: Any) -> None:
+    now = datetime.now(UTC)
+    inbox = aws.models.inbox(
+        inbox_id=inbox_id,
+        provider=extra.pop("provider", "gmail"),
+        address=extra.pop("address", "sales@example.com"),
+        owner_email=extra.pop("owner_email", "owner@example.com"),
+        created_at=now,
+        status=InboxStatus.CONNECTED.value,
+        **extra,
+    )
+    inbox.window.tz = "UTC"
+    inbox.save()
+
+
+def _seed_campaign_with_due_step(aws: Deployment, inbox_id: str) -> str:
+    now = datetime.now(UTC)
+    campaign = aws.models.campaign(
+        campaign_id="cmp_sample", name="Q4 outreach", created_at=now, inbox_ids=[inbox_id], steps=[]
+    )
+    campaign.steps = [
+        StepAttribute(subject="Hello {{ first_name }}", text="Hi {{ first_name }}", delay_seconds=0),
+        StepAttribute(subject="Following up", text="Any thoughts?", delay_seconds=3 * 86400),
+    ]
+    # Open every day, all day, so the test doesn't depend on when it runs.
+    campaign.window.days, campaign.window.start, campaign.window.end = "0,1,2,3,4,5,6", "00:00", "23:59"
+    campaign.save()
+    enrollment = aws.models.enrollment(
+        enrollment_id="enr_sample",
+        campaign_id="cmp_sample",
+        inbox_id=inbox_id,
+        email="prospect@client.example",
+        fields={"first_name": "Dana"},
+        created_at=now,
+        due_shard=shard_for("enr_sample"),
+        due_at=int((now - timedelta(minutes=1)).timestamp()),
+    )
+    enrollment.save()
+    return enrollment.enrollment_id
+
+
+def test_dispatch_handler_enqueues_a_due_step(aws: Deployment, sample_event: Callable[[str], dict[str, Any]]) -> None:
+    _seed_connected_inbox(aws, "ibx_sample")
+    _seed_campaign_with_due_step(aws, "ibx_sample")
+    result = aws.invoke("DispatchFunction", sample_event("dispatch.json"))
+    assert result["enqueued"] == 1
+    messages = aws.queue_messages("SendQueue")
+    assert len(messages) == 1
+    body = json.loads(messages[0]["Body"])
+    assert body["enrollment_id"] == "enr_sample" and body["step_index"] == 0
+    assert messages[0]["Attributes"]["MessageGroupId"] == "ibx_sample"
+
+
+def test_dispatch_skips_a_disconnected_inbox(aws: Deployment, sample_event: Callable[[str], dict[str, Any]]) -> None:
+    _seed_connected_inbox(aws, "ibx_sample")
+    _seed_campaign_with_due_step(aws, "ibx_sample")
+    inbox = aws.models.inbox.get("ibx_sample")
+    inbox.update(actions=[aws.models.inbox.status.set(InboxStatus.DISCONNECTED.value)])
+    result = aws.invoke("DispatchFunction", sample_event("dispatch.json"))
+    assert result["enqueued"] == 0
+    assert aws.queue_messages("SendQueue") == []
+    # The step is still due: nothing was dropped or re-timed.
+    assert aws.models.enrollment.get("enr_sample").due_at is not None
+
+
+def test_auth_failure_handler_disconnects_the_inbox_from_the_sample(
+    aws: Deployment, sample_event: Callable[[str], dict[str, Any]]
+) -> None:
+    _seed_connected_inbox(aws, "ibx_sample")
+    result = aws.invoke("AuthFailureFunction", sample_event("auth_failure.json"))
+    assert result == {"batchItemFailures": []}
+    inbox = aws.models.inbox.get("ibx_sample")
+    assert inbox.status == InboxStatus.DISCONNECTED
+    assert inbox.status_code == "google:invalid_grant"
+
+
+def test_health_and_admin_handlers_answer_their_samples(
+    aws: Deployment, sample_event: Callable[[str], dict[str, Any]]
+) -> None:
+    health = aws.invoke("ReconnectApiFunction", sample_event("reconnect_health.json"))
+    assert health["statusCode"] == 200
+    assert json.loads(health["body"])["status"] == "ok"
+    created = aws.invoke("AdminApiFunction", sample_event("admin_create_inbox.json"))
+    assert created["statusCode"] == 201, created["body"]
+    inbox = json.loads(created["body"])
+    assert inbox["status"] == "pending" and inbox["timezone"] == "Europe/Berlin"
+    stored = aws.models.inbox.get(inbox["inbox_id"])
+    assert stored.address == "sales@example.com"
+
+
+def test_admin_api_rejects_bad_input_and_stores_nothing(
+    aws: Deployment, sample_event: Callable[[str], dict[str, Any]]
+) -> None:
+    event = sample_event("admin_create_inbox.json")
+    cases = {
+        "{not json": 400,
+        "[1, 2]": 400,
+        json.dumps({"provider": "fax", "address": "a@b.example", "owner_email": "o@b.example"}): 400,
+        json.dumps({"provider": "gmail", "address": "not-an-address", "owner_email": "o@b.example"}): 422,
+        json.dumps(
+            {
+                "provider": "gmail",
+                "address": "a@b.example",
+                "owner_email": "o@b.example",
+                "display_name": "Evil\r\nBcc: x@y.example",
+            }
+        ): 422,
+        json.dumps(
+            {"provider": "gmail", "address": "a@b.example", "owner_email": "o@b.example", "timezone": "Mars/Olympus"}
+        ): 422,
+        json.dumps({"provider": "custom", "address": "a@b.example", "owner_email": "o@b.example"}): 422,
+        json.dumps({"provider": "gmail", "address": "a@b.example", "owner_email": "o@b.example", "admin": True}): 400,
+    }
+    for body, status in cases.items():
+        response = aws.invoke("AdminApiFunction", {**event, "body": body})
+        assert response["statusCode"] == status, (body, response["body"])
+        assert "error" in json.loads(response["body"])
+    assert list(aws.models.inbox.scan()) == []
+
+
+def test_admin_api_unknown_inbox_is_404(aws: Deployment, sample_event: Callable[[str], dict[str, Any]]) -> None:
+    event = sample_event("admin_create_inbox.json")
+    event.update(routeKey="GET /admin/inboxes/{inbox_id}", rawPath="/admin/inboxes/ibx_missing", body=None)
+    event["requestContext"]["http"].update(method="GET", path="/admin/inboxes/ibx_missing")
+    event["pathParameters"] = {"inbox_id": "ibx_missing"}
+    response = aws.invoke("AdminApiFunction", event)
+    assert response["statusCode"] == 404
+
+
+# ----------------------------------------------------------------------------------- local stack
+
+
+def test_local_stack_starts_serves_health_and_stops() -> None:
+    stack = LocalStack(api_port=0, run_schedules=False, log=lambda _: None)
+    stack.start()
+    try:
+        with urllib.request.urlopen(f"{stack.api_url}/health", timeout=10) as response:
+            assert response.status == 200
+            assert json.loads(response.read())["status"] == "ok"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{stack.api_url}/no-such-route", timeout=10)
+        assert missing.value.code == 404
+    finally:
+        stack.stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{stack.api_url}/health", timeout=2)
