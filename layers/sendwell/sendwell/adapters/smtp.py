@@ -1,0 +1,116 @@
+"""Send through a custom inbox's SMTP server (or Microsoft 365 / Gmail SMTP with XOAUTH2).
+
+One connection per call: a Lambda invocation sends a handful of messages at most, and a pooled
+connection would outlive the credentials it was opened with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import ssl
+from email.message import EmailMessage
+from typing import Literal
+
+from sendwell.classify import classify_smtp_error
+from sendwell.failures import ProviderFailure
+
+Security = Literal["starttls", "tls", "none"]
+
+
+class SmtpSender:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        security: Security,
+        username: str,
+        password: str | None = None,
+        oauth_token: str | None = None,
+        timeout: float = 30.0,
+        local_hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if (password is None) == (oauth_token is None):
+            raise ValueError("give exactly one of password or oauth_token")
+        self.host = host
+        self.port = port
+        self.security: Security = security
+        self.username = username
+        self._password = password
+        self._oauth_token = oauth_token
+        self._timeout = timeout
+        self._local_hostname = local_hostname
+        self._ssl_context = ssl_context or ssl.create_default_context()
+
+    def __repr__(self) -> str:  # the default would show the password or token
+        return f"SmtpSender({self.host!r}, {self.port}, security={self.security!r}, user={self.username!r})"
+
+    def send(self, msg: EmailMessage) -> str:
+        """Send one message; return its Message-ID. Raises ProviderFailure on any SMTP or network error."""
+        message_id = msg["Message-ID"]
+        if not message_id:
+            raise ValueError("the message needs our own Message-ID to be reconciled later")
+        try:
+            smtp = self._connect()
+            try:
+                self._authenticate(smtp)
+                smtp.send_message(msg)
+            finally:
+                _quit(smtp)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ProviderFailure(classify_smtp_error(exc)) from exc
+        return str(message_id)
+
+    def verify_login(self) -> None:
+        """Connect and authenticate, sending nothing; raises ProviderFailure like send()."""
+        try:
+            smtp = self._connect()
+            try:
+                self._authenticate(smtp)
+            finally:
+                _quit(smtp)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ProviderFailure(classify_smtp_error(exc)) from exc
+
+    def _connect(self) -> smtplib.SMTP:
+        where = (self.host, self.port)
+        if self.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                *where, local_hostname=self._local_hostname, timeout=self._timeout, context=self._ssl_context
+            )
+        else:
+            smtp = smtplib.SMTP(*where, local_hostname=self._local_hostname, timeout=self._timeout)
+        # EHLO up front: smtplib's auth() does not send it, and reads the server's
+        # "503 send EHLO first" as a successful login.
+        with contextlib.ExitStack() as on_error:
+            on_error.callback(smtp.close)
+            smtp.ehlo_or_helo_if_needed()
+            if self.security == "starttls":
+                # Raises SMTPNotSupportedError when the server offers no STARTTLS: never fall back
+                # to sending the password in clear.
+                smtp.starttls(context=self._ssl_context)
+                smtp.ehlo_or_helo_if_needed()
+            on_error.pop_all()  # connected: the caller closes it from here on
+        return smtp
+
+    def _authenticate(self, smtp: smtplib.SMTP) -> None:
+        if self._password is not None:
+            smtp.login(self.username, self._password)
+            return
+        token = self._oauth_token
+
+        def xoauth2(challenge: bytes | None = None) -> str:
+            # The server's only challenge is a JSON error; an empty answer gets the final 5xx.
+            return "" if challenge is not None else f"user={self.username}\x01auth=Bearer {token}\x01\x01"
+
+        smtp.auth("XOAUTH2", xoauth2, initial_response_ok=True)
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """End the session politely; a failed QUIT must not turn an accepted message into an error."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
