@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -18,8 +19,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sendwell.clock import utcnow
 from sendwell.config import Settings
 from sendwell.failures import Provider
-from sendwell.models import bind_models
-from sendwell.services import activity, inboxes
+from sendwell.models import BacklogMode, ReconnectLink, bind_models
+from sendwell.prospects import ProspectImportError
+from sendwell.services import activity, campaigns, inboxes, links
 
 SETTINGS = Settings.from_env(os.environ)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
@@ -102,6 +104,70 @@ def campaign_activity(campaign_id: str) -> Response[str]:
     return _json(200, {"entries": [_entry(e) for e in entries]})
 
 
+@app.post("/admin/inboxes/<inbox_id>/links")
+def create_link(inbox_id: str) -> Response[str]:
+    body = _json_body()
+    inboxes.get_inbox(MODELS, inbox_id)
+    try:
+        lifetime = timedelta(days=float(body.get("expires_in_days", 7)))
+        mode = BacklogMode(body.get("backlog_mode", BacklogMode.PACED.value))
+    except (TypeError, ValueError) as error:
+        raise BadRequest("expires_in_days must be a number; backlog_mode paced, hold or immediate") from error
+    try:
+        issued = links.create_link(
+            MODELS,
+            inbox_id=inbox_id,
+            created_by=_actor(),
+            now=utcnow(),
+            lifetime=lifetime,
+            backlog_mode=mode,
+            revoke_older=bool(body.get("revoke_older", False)),
+        )
+    except ValueError as error:
+        raise BadRequest(str(error)) from error
+    return _json(201, {**_link(issued.link), "url": f"{SETTINGS.public_base_url}/r/{issued.token}"})
+
+
+@app.get("/admin/inboxes/<inbox_id>/links")
+def list_links(inbox_id: str) -> Response[str]:
+    inboxes.get_inbox(MODELS, inbox_id)
+    return _json(200, {"links": [_link(link) for link in links.list_links(MODELS, inbox_id)]})
+
+
+@app.delete("/admin/inboxes/<inbox_id>/links/<link_id>")
+def revoke_link(inbox_id: str, link_id: str) -> Response[str]:
+    if not links.revoke(MODELS, link_id, inbox_id=inbox_id):
+        return _error(404, f"no active link {link_id} on inbox {inbox_id}")
+    return _json(200, {"link_id": link_id, "state": "revoked"})
+
+
+@app.post("/admin/campaigns")
+def create_campaign() -> Response[str]:
+    spec = campaigns.CampaignSpec.from_json(_json_body())
+    campaign = campaigns.create_campaign(MODELS, spec, now=utcnow(), actor=_actor())
+    return _json(201, {"campaign_id": campaign.campaign_id, "name": campaign.name, "steps": len(campaign.steps)})
+
+
+@app.post("/admin/campaigns/<campaign_id>/prospects")
+def import_prospects(campaign_id: str) -> Response[str]:
+    event = app.current_event
+    data = event.decoded_body or ""
+    result = campaigns.import_prospects(MODELS, campaign_id, data, now=utcnow(), actor=_actor())
+    return _json(201, {"campaign_id": result.campaign_id, "imported": result.imported})
+
+
+def _link(link: ReconnectLink) -> dict[str, Any]:
+    return {
+        "link_id": link.link_id,
+        "inbox_id": link.inbox_id,
+        "state": link.state,
+        "created_by": link.created_by,
+        "created_at": link.created_at.isoformat(),
+        "expires_at": link.expires_at.isoformat(),
+        "backlog_mode": link.backlog_mode,
+    }
+
+
 def _entry(entry: activity.Entry) -> dict[str, Any]:
     return {"at": entry.at, "kind": entry.kind, "message": entry.message, "details": entry.details}
 
@@ -127,6 +193,22 @@ def invalid_inbox(error: inboxes.InvalidInbox) -> Response[str]:
 @app.exception_handler(inboxes.InboxNotFound)
 def inbox_not_found(error: inboxes.InboxNotFound) -> Response[str]:
     return _error(404, str(error))
+
+
+@app.exception_handler(campaigns.CampaignNotFound)
+def campaign_not_found(error: campaigns.CampaignNotFound) -> Response[str]:
+    return _error(404, str(error))
+
+
+@app.exception_handler(campaigns.CampaignError)
+def campaign_invalid(error: campaigns.CampaignError) -> Response[str]:
+    return _error(422, str(error))
+
+
+@app.exception_handler(ProspectImportError)
+def prospects_invalid(error: ProspectImportError) -> Response[str]:
+    rows = [{"line": e.line, "field": e.field, "message": e.message} for e in error.errors]
+    return _json(422, {"error": str(error), "rows": rows})
 
 
 @app.exception_handler(inboxes.InboxConflict)

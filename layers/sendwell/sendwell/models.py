@@ -144,6 +144,10 @@ class SendingWindowAttribute(MapAttribute[str, Any]):
     tz = UnicodeAttribute(default="UTC")
 
 
+def new_window(*, days: str, start: str, end: str, tz: str) -> SendingWindowAttribute:
+    return SendingWindowAttribute(days=days, start=start, end=end, tz=tz)
+
+
 class Inbox(Model):
     class Meta:
         table_name = "unbound"
@@ -218,6 +222,10 @@ class StepAttribute(MapAttribute[str, Any]):
     html = UnicodeAttribute(null=True)
     delay_seconds = NumberAttribute(default=0)
     new_thread = BooleanAttribute(default=False)
+
+
+def new_step(*, subject: str, text: str, html: str | None, delay_seconds: int, new_thread: bool) -> StepAttribute:
+    return StepAttribute(subject=subject, text=text, html=html, delay_seconds=delay_seconds, new_thread=new_thread)
 
 
 class Campaign(Model):

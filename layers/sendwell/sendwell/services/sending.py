@@ -25,7 +25,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from sendwell.clock import epoch
+from sendwell.clock import epoch, utcnow
 from sendwell.failures import FailureKind, ProviderFailure
 from sendwell.mime import MessageBuildError, build_message
 from sendwell.models import (
@@ -113,7 +113,8 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
             found = mailbox.find_sent(message_id)
             if found is not None:
                 _record_sent(models, campaign, enrollment, inbox, message_id, found, now, reconciled=True)
-                _release(models, inbox, claim, refund=False)
+                # The lost attempt already counted against the cap: don't count it twice.
+                _release(models, inbox, claim, refund=True)
                 return Outcome.RECONCILED
         try:
             rendered = render_step(step.subject, step.text, step.html, _variables(enrollment))
@@ -212,12 +213,20 @@ def _retry_delay(inbox: Inbox, now: datetime) -> int:
     return 60
 
 
-def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool) -> None:
-    """Give the slot back; a refund also un-counts it and frees the gap (nothing was sent)."""
+def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, healthy: bool = True) -> None:
+    """Give the slot back; a refund also un-counts it and frees the gap (nothing was sent).
+
+    ``healthy`` says the provider answered: it ends a spell of transient failures (the spell's
+    start, ``transient_since``, is what raises a "degraded" notice after a day).
+    """
     table = models.inbox
     actions: list[Any] = [table.send_claim.remove(), table.send_lease_until.remove()]
     if refund:
         actions += [table.sent_today.add(-1), table.next_send_at.remove()]
+    if healthy and inbox.transient_since is not None:
+        actions.append(table.transient_since.remove())
+    elif not healthy and inbox.transient_since is None:
+        actions.append(table.transient_since.set(utcnow()))
     try:
         inbox.update(actions=actions, condition=table.send_claim == claim)
     except UpdateError:
@@ -378,5 +387,5 @@ def _on_failure(
         return Outcome.FAILED
     # Transient: we may not know whether the provider accepted it (a timeout after DATA), so the
     # retry comes back as a redelivery and reconciles against Sent before sending.
-    _release(models, inbox, claim, refund=True)
+    _release(models, inbox, claim, refund=True, healthy=False)
     raise RetryLater(f"transient provider failure {failure.code}", int(failure.retry_after or 60))
