@@ -75,7 +75,6 @@ def test_every_model_matches_its_table_in_the_template(aws: Deployment) -> None:
         "SENDWELL_INBOXES_TABLE": models.inbox,
         "SENDWELL_CAMPAIGNS_TABLE": models.campaign,
         "SENDWELL_ENROLLMENTS_TABLE": models.enrollment,
-        "SENDWELL_SENT_MESSAGES_TABLE": models.sent_message,
         "SENDWELL_LINKS_TABLE": models.link,
         "SENDWELL_SESSIONS_TABLE": models.session,
         "SENDWELL_ACTIVITY_TABLE": models.activity,

@@ -16,7 +16,7 @@ from sendwell.adapters.mailboxes import ProviderMailboxes
 from sendwell.credentials import CredentialStore
 from sendwell.models import EnrollmentState, InboxStatus, new_step, new_window
 from sendwell.ports import AuthFailureReport
-from sendwell.services import sending
+from sendwell.services import activity, sending
 from sendwell.services.dispatch import SendRequest, dispatch_due_steps
 from sendwell.services.sending import Outcome, RetryLater, SendContext, send_step, shard_for, step_message_id
 from tests.conftest import TEMPLATE, Deployment
@@ -161,8 +161,6 @@ def test_a_due_step_is_sent_threaded_and_advanced(world: World) -> None:
     assert b"List-Unsubscribe: <https://sendwell.example.test/u/enr_a>" in raw
     enrollment = world.models.enrollment.get("enr_a")
     assert enrollment.step_index == 1 and enrollment.due_at == int(NOW.timestamp()) + 3 * 86400
-    record = world.models.sent_message.get(step_message_id("enr_a", 0, TEST_USER).strip("<>"))
-    assert record.enrollment_id == "enr_a" and not record.reconciled
     # The follow-up threads under the first message and keeps its subject.
     later = NOW + timedelta(days=3)
     follow_up = SendRequest("enr_a", 1, world.inbox_id, "2026-11-26", 60)
@@ -218,8 +216,8 @@ def test_a_crash_after_the_provider_accepted_is_reconciled_not_resent(
     outcome = send_step(world.context(), world.request("enr_crash"), now=NOW + timedelta(minutes=6), redelivered=True)
     assert outcome is Outcome.RECONCILED
     assert len(world.sent_to("kim@client.example")) == 1
-    record = world.models.sent_message.get(step_message_id("enr_crash", 0, TEST_USER).strip("<>"))
-    assert record.reconciled
+    [entry] = [e for e in activity.recent(world.models, activity.campaign_key("cmp_1")) if e.kind == "step.reconciled"]
+    assert "not sent again" in entry.message
     assert world.models.enrollment.get("enr_crash").step_index == 1
     assert world.models.inbox.get(world.inbox_id).sent_today == 1  # counted once, not twice
 
@@ -394,3 +392,14 @@ def test_dispatch_moves_steps_past_the_daily_cap_to_the_next_local_day(world: Wo
     assert report.enqueued == 0 and report.retimed == 1
     due = datetime.fromtimestamp(world.models.enrollment.get("enr_cap").due_at, UTC)
     assert due == datetime(2026, 11, 24, 8, 0, tzinfo=UTC)  # Tuesday 09:00 Berlin (CET)
+
+
+def test_a_message_for_a_disconnected_inbox_is_acknowledged_and_the_step_stays_due(world: World) -> None:
+    world.enroll("enr_off", "off@client.example", {"first_name": "Off"})
+    inbox = world.models.inbox.get(world.inbox_id)
+    inbox.update(actions=[world.models.inbox.status.set(InboxStatus.DISCONNECTED.value)])
+    outcome = send_step(world.context(), world.request("enr_off"), now=NOW, redelivered=False)
+    assert outcome is Outcome.INBOX_UNAVAILABLE  # not a retry that would walk it to the DLQ
+    assert world.sent_to("off@client.example") == []
+    enrollment = world.models.enrollment.get("enr_off")
+    assert enrollment.step_index == 0 and enrollment.due_shard is not None

@@ -84,7 +84,6 @@ class Settings:
                 inboxes=need("SENDWELL_INBOXES_TABLE"),
                 campaigns=need("SENDWELL_CAMPAIGNS_TABLE"),
                 enrollments=need("SENDWELL_ENROLLMENTS_TABLE"),
-                sent_messages=need("SENDWELL_SENT_MESSAGES_TABLE"),
                 links=need("SENDWELL_LINKS_TABLE"),
                 sessions=need("SENDWELL_SESSIONS_TABLE"),
                 activity=need("SENDWELL_ACTIVITY_TABLE"),

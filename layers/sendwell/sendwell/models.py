@@ -12,7 +12,11 @@ Index design (each GSI write costs a write unit, so every index is sparse or KEY
   index write per enrollment, ever.
 - ``Inbox.poll_index``: only connected, unpaused inboxes carry ``poll_shard``.
 - ``Inbox.attention_index``: only inboxes that need a reminder or a degraded notice carry it.
-- ``SentMessage.thread_index``: provider thread id -> our sent message, for reply matching.
+- ``Enrollment.thread_index``: provider thread id -> enrollment, for replies that name only the
+  thread; KEYS_ONLY and written once, when the first message of a thread is sent.
+
+There is no table of sent messages: our Message-IDs are derived from enrollment and step, so a
+reply's In-Reply-To leads to its enrollment directly, and each send would otherwise cost writes.
 - ``ReconnectLink.inbox_index``: links of an inbox, newest first.
 """
 
@@ -116,10 +120,10 @@ class EnrollmentsByInboxIndex(GlobalSecondaryIndex["Enrollment"]):
     enrollment_id = UnicodeAttribute(range_key=True)
 
 
-class ThreadIndex(GlobalSecondaryIndex["SentMessage"]):
+class EnrollmentsByThreadIndex(GlobalSecondaryIndex["Enrollment"]):
     class Meta:
         index_name = "by-thread"
-        projection = IncludeProjection(["enrollment_id"])
+        projection = KeysOnlyProjection()
 
     thread_key = UnicodeAttribute(hash_key=True)
 
@@ -267,27 +271,13 @@ class Enrollment(Model):
     # Threading of follow-ups. Our Message-IDs are derived from enrollment id and step (see
     # services.sending.step_message_id), so References need no stored list.
     thread_id = UnicodeAttribute(null=True)  # provider thread id (Gmail threadId, Graph conversationId)
+    thread_key = UnicodeAttribute(null=True)  # "<inbox id>#<thread id>" of the current thread (sparse index)
+    provider_message_ids = ListAttribute(of=UnicodeAttribute, default=list)  # per step sent, where known
     last_sent_at = UTCDateTimeAttribute(null=True)
 
     due_index = DueIndex()
     inbox_index = EnrollmentsByInboxIndex()
-
-
-class SentMessage(Model):
-    class Meta:
-        table_name = "unbound"
-
-    message_id = UnicodeAttribute(hash_key=True)  # our Message-ID, without angle brackets
-    enrollment_id = UnicodeAttribute()
-    campaign_id = UnicodeAttribute()
-    inbox_id = UnicodeAttribute()
-    step_index = NumberAttribute()
-    to_address = UnicodeAttribute()
-    sent_at = UTCDateTimeAttribute()
-    provider_message_id = UnicodeAttribute(null=True)
-    thread_key = UnicodeAttribute(null=True)  # "<inbox_id>#<provider thread id>"
-    reconciled = BooleanAttribute(default=False)  # found in Sent after a lost acknowledgement
-    thread_index = ThreadIndex()
+    thread_index = EnrollmentsByThreadIndex()
 
 
 class ReconnectLink(Model):
@@ -337,7 +327,7 @@ class Activity(Model):
     details = MapAttribute[str, Any](default=dict)
 
 
-ALL_MODELS: tuple[type[Model], ...] = (Inbox, Campaign, Enrollment, SentMessage, ReconnectLink, WebSession, Activity)
+ALL_MODELS: tuple[type[Model], ...] = (Inbox, Campaign, Enrollment, ReconnectLink, WebSession, Activity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +335,6 @@ class TableNames:
     inboxes: str
     campaigns: str
     enrollments: str
-    sent_messages: str
     links: str
     sessions: str
     activity: str
@@ -358,7 +347,6 @@ class Models:
     inbox: type[Inbox]
     campaign: type[Campaign]
     enrollment: type[Enrollment]
-    sent_message: type[SentMessage]
     link: type[ReconnectLink]
     session: type[WebSession]
     activity: type[Activity]
@@ -376,7 +364,6 @@ def bind_models(names: TableNames, *, region: str, host: str | None = None) -> M
         inbox=_bound(Inbox, names.inboxes, region, host),
         campaign=_bound(Campaign, names.campaigns, region, host),
         enrollment=_bound(Enrollment, names.enrollments, region, host),
-        sent_message=_bound(SentMessage, names.sent_messages, region, host),
         link=_bound(ReconnectLink, names.links, region, host),
         session=_bound(WebSession, names.sessions, region, host),
         activity=_bound(Activity, names.activity, region, host),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sendwell.cache import TtlCache
 from sendwell.ports import AuthFailureReport, Email, QueuedMessage
 
 SQS_BATCH_LIMIT = 10
@@ -101,3 +103,23 @@ class SqsAuthFailureReporter:
 
     def report(self, report: AuthFailureReport) -> None:
         self._queue.send_batch([QueuedMessage(body=report.to_json())])
+
+
+class CachingCipher:
+    """Decrypts each distinct ciphertext once per ``ttl``: one KMS call per inbox, not per send.
+
+    Keyed by the ciphertext itself, so rotated credentials (new ciphertext) are never served stale.
+    """
+
+    def __init__(self, cipher: KmsCipher, *, ttl: float = 300.0, max_entries: int = 2048) -> None:
+        self._cipher = cipher
+        self._plaintexts: TtlCache[tuple[bytes, tuple[tuple[str, str], ...]], bytes] = TtlCache(
+            ttl=ttl, max_entries=max_entries
+        )
+
+    def encrypt(self, plaintext: bytes, *, context: Mapping[str, str]) -> bytes:
+        return self._cipher.encrypt(plaintext, context=context)
+
+    def decrypt(self, ciphertext: bytes, *, context: Mapping[str, str]) -> bytes:
+        key = (hashlib.sha256(ciphertext).digest(), tuple(sorted(context.items())))
+        return self._plaintexts.get(key, lambda: self._cipher.decrypt(ciphertext, context=context))

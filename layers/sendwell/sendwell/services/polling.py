@@ -210,9 +210,9 @@ def _enrollment_for(
 
 
 def _thread_enrollment(models: Models, inbox: Inbox, thread_id: str) -> Enrollment | None:
-    for sent in models.sent_message.thread_index.query(f"{inbox.inbox_id}#{thread_id}", limit=1):
+    for match in models.enrollment.thread_index.query(f"{inbox.inbox_id}#{thread_id}", limit=1):
         try:
-            return models.enrollment.get(sent.enrollment_id)
+            return models.enrollment.get(match.enrollment_id)
         except DoesNotExist:
             return None
     return None

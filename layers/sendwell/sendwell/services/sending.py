@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from sendwell.clock import epoch, utcnow
 from sendwell.failures import FailureKind, ProviderFailure
@@ -70,6 +70,15 @@ class SendContext:
     mailboxes: Mailboxes
     auth_failures: AuthFailureReporter
     unsubscribe_base_url: str  # https://.../u
+    # How to read a campaign; handlers pass a cached reader (campaigns change rarely).
+    campaigns: Callable[[str], Campaign] | None = None
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        return self.campaigns(campaign_id) if self.campaigns else self.models.campaign.get(campaign_id)
+
+
+class InboxUnavailable(Exception):
+    """The inbox is disconnected, paused or rate-limited: the step stays due, the message is done."""
 
 
 def shard_for(enrollment_id: str) -> str:
@@ -94,7 +103,10 @@ def parse_step_message_id(message_id: str) -> tuple[str, int] | None:
 def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelivered: bool) -> Outcome:
     models = ctx.models
     claim = f"{request.enrollment_id}:{request.step_index}"
-    inbox = _claim_inbox_slot(models, request, claim, now)
+    try:
+        inbox = _claim_inbox_slot(models, request, claim, now)
+    except InboxUnavailable:
+        return Outcome.INBOX_UNAVAILABLE
     try:
         enrollment = models.enrollment.get(request.enrollment_id, consistent_read=True)
     except DoesNotExist:
@@ -103,7 +115,7 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
     if enrollment.state != EnrollmentState.ACTIVE or enrollment.step_index != request.step_index:
         _release(models, inbox, claim, refund=True)
         return Outcome.STALE
-    campaign = models.campaign.get(enrollment.campaign_id)
+    campaign = ctx.campaign(enrollment.campaign_id)
     step = campaign.steps[request.step_index]
     message_id = step_message_id(enrollment.enrollment_id, request.step_index, inbox.address)
 
@@ -146,7 +158,10 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
     except ProviderFailure as failure:
         return _on_failure(ctx, inbox, enrollment, claim, failure, now)
     _record_sent(models, campaign, enrollment, inbox, message_id, receipt, now, reconciled=False)
-    _release(models, inbox, claim, refund=False)
+    if inbox.transient_since is not None:
+        _release(models, inbox, claim, refund=False)  # ends the spell of transient failures
+    # Otherwise the claim is left to expire: releasing it would cost a write per email, and the
+    # next send from this inbox can't come before the gap anyway (the lease is no longer than it).
     return Outcome.SENT
 
 
@@ -171,7 +186,7 @@ def _claim_inbox_slot(models: Models, request: SendRequest, claim: str, now: dat
     )
     actions: list[Any] = [
         table.send_claim.set(claim),
-        table.send_lease_until.set(epoch(now) + SEND_LEASE_SECONDS),
+        table.send_lease_until.set(epoch(now) + min(SEND_LEASE_SECONDS, max(request.min_gap_seconds, 30))),
         table.last_sent_at.set(now),
         table.next_send_at.set(epoch(now) + request.min_gap_seconds),
         table.usage_day.set(request.local_day),
@@ -191,26 +206,22 @@ def _claim_inbox_slot(models: Models, request: SendRequest, claim: str, now: dat
     except UpdateError:
         pass
     try:
-        current = table.get(request.inbox_id)
+        current = table.get(request.inbox_id, consistent_read=True)
     except DoesNotExist:
-        raise RetryLater("inbox deleted", 3600) from None
-    raise RetryLater(_why_not(current, now), _retry_delay(current, now))
-
-
-def _why_not(inbox: Inbox, now: datetime) -> str:
-    if inbox.status != InboxStatus.CONNECTED or inbox.paused:
-        return "inbox not sending"
-    if inbox.rate_limited_until and inbox.rate_limited_until > now:
-        return "provider sending limit"
-    return "inbox busy, gap or daily cap"
-
-
-def _retry_delay(inbox: Inbox, now: datetime) -> int:
-    if inbox.rate_limited_until and inbox.rate_limited_until > now:
-        return max(60, int((inbox.rate_limited_until - now).total_seconds()))
-    if inbox.next_send_at and inbox.next_send_at > epoch(now):
-        return max(5, int(inbox.next_send_at) - epoch(now))
-    return 60
+        raise InboxUnavailable("inbox deleted") from None
+    if (
+        current.status != InboxStatus.CONNECTED
+        or current.paused
+        or (current.rate_limited_until is not None and current.rate_limited_until > now)
+    ):
+        # Dispatch will enqueue the step again once the inbox can send; retrying here would only
+        # walk the message to the dead-letter queue.
+        raise InboxUnavailable(str(current.status))
+    if current.next_send_at and current.next_send_at > epoch(now):
+        raise RetryLater("the inbox's minimum gap", max(5, int(current.next_send_at) - epoch(now)))
+    if current.send_lease_until and current.send_lease_until >= epoch(now):
+        raise RetryLater("another send holds the inbox", max(5, int(current.send_lease_until) - epoch(now) + 1))
+    raise RetryLater("the inbox's daily cap", 3600)
 
 
 def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, healthy: bool = True) -> None:
@@ -286,27 +297,23 @@ def _record_sent(
 ) -> None:
     step_index = int(enrollment.step_index)
     thread_id = receipt.thread_id or enrollment.thread_id
-    record = models.sent_message(
-        message_id=message_id.strip("<>"),
-        enrollment_id=enrollment.enrollment_id,
-        campaign_id=enrollment.campaign_id,
-        inbox_id=inbox.inbox_id,
-        step_index=step_index,
-        to_address=enrollment.email,
-        sent_at=now,
-        provider_message_id=receipt.provider_message_id,
-        reconciled=reconciled,
-    )
-    if receipt.thread_id and receipt.thread_id != enrollment.thread_id:
-        record.thread_key = f"{inbox.inbox_id}#{receipt.thread_id}"  # only a new thread costs an index write
-    try:
-        record.save(condition=models.sent_message.message_id.does_not_exist())
-    except PutError:
-        pass  # recorded by an earlier attempt that crashed before advancing: advance below
+    if reconciled:
+        activity.record(
+            models,
+            now=now,
+            kind="step.reconciled",
+            message=f"{enrollment.email}: step {step_index + 1} was already in Sent; recorded, not sent again",
+            campaign_ids=[enrollment.campaign_id],
+            details={"enrollment_id": enrollment.enrollment_id, "message_id": message_id},
+            dedup=f"{enrollment.enrollment_id}.{step_index}.reconciled",
+        )
     table = models.enrollment
     actions: list[Any] = [table.step_index.set(step_index + 1), table.last_sent_at.set(now)]
-    if thread_id:
-        actions.append(table.thread_id.set(thread_id))
+    if receipt.thread_id and receipt.thread_id != enrollment.thread_id:
+        # A new thread: index it once, so a reply that names only the thread finds its enrollment.
+        actions += [table.thread_id.set(thread_id), table.thread_key.set(f"{inbox.inbox_id}#{receipt.thread_id}")]
+    if receipt.provider_message_id:
+        actions.append(table.provider_message_ids.set(table.provider_message_ids.append([receipt.provider_message_id])))
     if step_index + 1 < len(campaign.steps):
         delay = int(campaign.steps[step_index + 1].delay_seconds)
         actions.append(table.due_at.set(epoch(now) + delay))
