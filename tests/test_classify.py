@@ -34,9 +34,11 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from sendwell.classify import (
+    classify_gmail_exception,
     classify_gmail_response,
     classify_google_refresh_error,
     classify_google_transport_error,
+    classify_graph_exception,
     classify_graph_response,
     classify_imap_error,
     classify_msal_exception,
@@ -843,6 +845,35 @@ def test_graph_responses(
     failure = classify_graph_response(status, body, headers, now=NOW)
     check(failure, kind, code)
     assert failure.retry_after == retry_after
+
+
+@pytest.mark.parametrize(
+    ("raised", "name"),
+    [
+        pytest.param(requests.exceptions.ConnectTimeout("connect timeout"), "connection_failed", id="connect"),
+        pytest.param(requests.exceptions.ReadTimeout("read timed out"), "timeout", id="read-timeout"),
+        pytest.param(requests.exceptions.ConnectionError("connection reset"), "connection_failed", id="reset"),
+        pytest.param(requests.exceptions.ChunkedEncodingError("body cut short"), "network", id="cut-short"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("api", "url", "classify"),
+    [
+        pytest.param("gmail", "https://gmail.googleapis.com/gmail/v1/users/me", classify_gmail_exception, id="gmail"),
+        pytest.param("graph", "https://graph.microsoft.com/v1.0/me/sendMail", classify_graph_exception, id="graph"),
+    ],
+)
+def test_api_calls_that_get_no_answer(
+    raised: requests.RequestException,
+    name: str,
+    api: str,
+    url: str,
+    classify: Callable[[requests.RequestException], Failure],
+) -> None:
+    session, _ = canned_session(raised)
+    with pytest.raises(requests.RequestException) as caught:
+        session.post(url, data=b"{}", timeout=5)
+    check(classify(caught.value), TRANSIENT, f"{api}:{name}")
 
 
 # --- Microsoft identity platform (msal) -----------------------------------------------------------

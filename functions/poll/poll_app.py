@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sendwell.adapters.aws import KmsCipher, SnsPublisher, SqsAuthFailureReporter, SqsQueue
-from sendwell.adapters.mailboxes import ProviderMailboxes
+from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
 from sendwell.adapters.once import IdempotentRunner
 from sendwell.clock import utcnow
 from sendwell.config import Settings
@@ -24,7 +24,10 @@ MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 CONTEXT = PollContext(
     models=MODELS,
     mailboxes=ProviderMailboxes.from_settings(
-        SETTINGS, MODELS, KmsCipher(boto3.client("kms", region_name=SETTINGS.region), SETTINGS.credentials_key_id)
+        SETTINGS,
+        MODELS,
+        KmsCipher(boto3.client("kms", region_name=SETTINGS.region), SETTINGS.credentials_key_id),
+        ParameterStoreSecrets(),
     ),
     auth_failures=SqsAuthFailureReporter(
         SqsQueue(boto3.client("sqs", region_name=SETTINGS.region), SETTINGS.auth_failure_queue_url)

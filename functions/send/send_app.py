@@ -13,24 +13,32 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sendwell.adapters.aws import KmsCipher, SqsAuthFailureReporter, SqsQueue
-from sendwell.adapters.mailboxes import ProviderMailboxes
+from sendwell.adapters.aws import CachingCipher, KmsCipher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
+from sendwell.cache import TtlCache
 from sendwell.clock import utcnow
 from sendwell.config import Settings
-from sendwell.models import bind_models
+from sendwell.models import Campaign, bind_models
 from sendwell.services.dispatch import SendRequest
 from sendwell.services.sending import RetryLater, SendContext, send_step
 
 SETTINGS = Settings.from_env(os.environ)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 SQS = boto3.client("sqs", region_name=SETTINGS.region)
+# Campaign definitions change rarely; a minute-old copy is fine and saves a read per email.
+CAMPAIGNS: TtlCache[str, Campaign] = TtlCache(ttl=60, max_entries=256)
 CONTEXT = SendContext(
     models=MODELS,
     mailboxes=ProviderMailboxes.from_settings(
-        SETTINGS, MODELS, KmsCipher(boto3.client("kms", region_name=SETTINGS.region), SETTINGS.credentials_key_id)
+        SETTINGS,
+        MODELS,
+        # One KMS call per inbox per warm container, not one per email.
+        CachingCipher(KmsCipher(boto3.client("kms", region_name=SETTINGS.region), SETTINGS.credentials_key_id)),
+        ParameterStoreSecrets(),
     ),
     auth_failures=SqsAuthFailureReporter(SqsQueue(SQS, SETTINGS.auth_failure_queue_url)),
     unsubscribe_base_url=f"{SETTINGS.public_base_url}/u",
+    campaigns=lambda campaign_id: CAMPAIGNS.get(campaign_id, lambda: MODELS.campaign.get(campaign_id)),
 )
 
 logger = Logger()

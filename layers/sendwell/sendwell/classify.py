@@ -37,9 +37,11 @@ from sendwell.clock import utcnow
 from sendwell.failures import Failure, FailureKind
 
 __all__ = [
+    "classify_gmail_exception",
     "classify_gmail_response",
     "classify_google_refresh_error",
     "classify_google_transport_error",
+    "classify_graph_exception",
     "classify_graph_response",
     "classify_imap_error",
     "classify_msal_exception",
@@ -519,6 +521,16 @@ def classify_graph_response(
         inner_code = inner.get("code") if isinstance(inner, Mapping) else None
         codes = [_safe_code(error.get("code")), _safe_code(inner_code)]
     return _classify_http(_GRAPH, status, error, codes, retry_after_from_headers(headers, now=now))
+
+
+def classify_gmail_exception(exc: requests.RequestException) -> Failure:
+    """A Gmail API call that got no answer (timeout, connection refused or reset): TRANSIENT."""
+    return _network_failure("gmail", exc, _GMAIL.unavailable)
+
+
+def classify_graph_exception(exc: requests.RequestException) -> Failure:
+    """A Microsoft Graph call that got no answer (timeout, connection refused or reset): TRANSIENT."""
+    return _network_failure("graph", exc, _GRAPH.unavailable)
 
 
 # --- Microsoft identity platform (msal) ------------------------------------------------------------

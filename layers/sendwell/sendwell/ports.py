@@ -72,6 +72,13 @@ class Mailbox(Protocol):
         """New messages after ``cursor`` (or since ``since`` when there is none), and the next cursor."""
 
 
+class SecretSource(Protocol):
+    """Named secrets of the app itself (OAuth client secrets), fetched with caching; a dict in tests."""
+
+    def get(self, name: str, /) -> str | None:
+        """The secret's value, or None when no secret of that name exists."""
+
+
 class Mailboxes(Protocol):
     def open(self, inbox: Inbox) -> Mailbox:
         """Decrypt the inbox's credentials (refreshing and persisting tokens as needed)."""

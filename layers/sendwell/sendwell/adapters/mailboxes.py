@@ -11,16 +11,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Literal
+from typing import Any, Literal
 
+import requests
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.exceptions import ClientError
+
+from sendwell.adapters.gmail import GmailMailbox
+from sendwell.adapters.graph import GraphMailbox, MicrosoftTokens
 from sendwell.adapters.imap import ImapCursor, ImapMailbox
 from sendwell.adapters.smtp import SmtpSender
-from sendwell.config import Settings
-from sendwell.credentials import CredentialStore
+from sendwell.config import OAuthClient, Settings
+from sendwell.credentials import CredentialStore, StaleCredentials
 from sendwell.failures import Failure, FailureKind, Provider, ProviderFailure
 from sendwell.inbound import InboundMessage
 from sendwell.models import Inbox, Models
-from sendwell.ports import Cipher, Mailbox, SentReceipt
+from sendwell.ports import Cipher, Mailbox, SecretSource, SentReceipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,22 +60,57 @@ class CustomMailbox:
 
 
 class ProviderMailboxes:
-    def __init__(self, settings: Settings, store: CredentialStore) -> None:
+    """Builds the ``Mailbox`` of an inbox; one per function, sharing one HTTP session (and pool)."""
+
+    def __init__(
+        self, settings: Settings, store: CredentialStore, *, secrets: SecretSource | None = None, timeout: float = 20.0
+    ) -> None:
+        """``secrets`` holds the OAuth client secrets; without it only custom inboxes can be opened."""
         self._settings = settings
         self._store = store
+        self._secrets: SecretSource = secrets if secrets is not None else {}
+        self._timeout = timeout
+        self._http = _http_session(settings.endpoints.ca_bundle)
 
     @classmethod
-    def from_settings(cls, settings: Settings, models: Models, cipher: Cipher) -> ProviderMailboxes:
-        return cls(settings, CredentialStore(models, cipher))
+    def from_settings(
+        cls, settings: Settings, models: Models, cipher: Cipher, secrets: SecretSource
+    ) -> ProviderMailboxes:
+        return cls(settings, CredentialStore(models, cipher), secrets=secrets)
 
     def open(self, inbox: Inbox) -> Mailbox:
         provider = Provider(inbox.provider)
         credentials = self._store.load(inbox)
         if provider is Provider.CUSTOM:
             return self._custom(inbox, credentials.get("password", ""))
-        raise ProviderFailure(
-            Failure(FailureKind.APP_CONFIG, f"{provider.value}:unsupported", f"{provider.value} is not configured")
+        if not credentials.get("refresh_token"):
+            failure = Failure(FailureKind.AUTH_LOST, f"{provider.value}:no_refresh_token", "no sign-in is stored")
+            raise ProviderFailure(failure)
+        save = _CredentialSaver(self._store, inbox)
+        endpoints = self._settings.endpoints
+        if provider is Provider.GMAIL:
+            client_id, secret = self._client(provider, self._settings.google)
+            return GmailMailbox(
+                credentials,
+                client_id=client_id,
+                client_secret=secret,
+                token_url=endpoints.google_token_url,
+                api_url=endpoints.gmail_api_url,
+                session=self._http,
+                save=save,
+                timeout=self._timeout,
+            )
+        client_id, secret = self._client(provider, self._settings.microsoft)
+        tokens = MicrosoftTokens(
+            credentials,
+            client_id=client_id,
+            client_secret=secret,
+            authority=endpoints.microsoft_authority,
+            session=self._http,
+            save=save,
+            timeout=self._timeout,
         )
+        return GraphMailbox(tokens, api_url=endpoints.graph_api_url, session=self._http, timeout=self._timeout)
 
     def _custom(self, inbox: Inbox, password: str) -> CustomMailbox:
         if not password:
@@ -96,8 +138,69 @@ class ProviderMailboxes:
 
         return CustomMailbox(smtp=smtp, imap=imap)
 
+    def _client(self, provider: Provider, client: OAuthClient) -> tuple[str, str]:
+        secret = self._secrets.get(client.secret_parameter) if client.client_id else None
+        if not secret:
+            raise ProviderFailure(
+                Failure(
+                    FailureKind.APP_CONFIG,
+                    f"{provider.value}:not_configured",
+                    f"the {provider.value} OAuth client ID or secret is not configured",
+                )
+            )
+        return client.client_id, secret
+
 
 def _security(value: str | None) -> Literal["starttls", "tls", "none"]:
     if value == "tls":
         return "tls"
     return "none" if value == "none" else "starttls"
+
+
+class _CredentialSaver:
+    """Saves refreshed tokens at once, conditioned on the version they were loaded at.
+
+    When another process saved first (Microsoft rotates refresh tokens, so a slower concurrent
+    refresh must not write an older chain over a newer one), its credentials are reloaded and
+    returned instead: the caller continues with those.
+    """
+
+    def __init__(self, store: CredentialStore, inbox: Inbox) -> None:
+        self._store = store
+        self._inbox = inbox
+
+    def __call__(self, credentials: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self._store.save(self._inbox, credentials)  # moves the inbox to the saved version
+        except StaleCredentials:
+            self._inbox, stored = self._store.reload(self._inbox)
+            return stored
+        return credentials
+
+
+def _http_session(ca_bundle: str | None) -> requests.Session:
+    session = requests.Session()
+    if ca_bundle is not None:
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment override a session's
+        # verify=; a configured bundle must win, so the environment is not consulted at all.
+        session.trust_env = False
+        session.verify = ca_bundle
+    return session
+
+
+class ParameterStoreSecrets:
+    """OAuth client secrets from SSM Parameter Store (SecureString), cached by Powertools."""
+
+    def __init__(self, max_age_seconds: int = 300) -> None:
+        self._max_age = max_age_seconds
+
+    def get(self, name: str, /) -> str | None:
+        try:
+            value: str = parameters.get_parameter(name, decrypt=True, max_age=self._max_age)
+        except GetParameterError as error:
+            # Powertools wraps every error; only a parameter that does not exist means "not configured".
+            cause = error.__context__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == "ParameterNotFound":
+                return None
+            raise
+        return value or None
