@@ -29,6 +29,7 @@ from sendwell.services.sending import parse_step_message_id
 POLL_INTERVAL = timedelta(minutes=5)
 DEFAULT_SENDER_LIMIT_PAUSE = timedelta(hours=24)
 FIRST_POLL_LOOKBACK = timedelta(days=3)
+RESYNC_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,9 @@ def poll_inbox(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime
     """Poll one inbox from its cursor; ``since`` forces a look back to that time (reconnect catch-up)."""
     result = PollResult(inbox_id=inbox.inbox_id)
     cursor = None if since is not None else inbox.poll_cursor
-    lookback = since or inbox.last_polled_at or (now - FIRST_POLL_LOOKBACK)
+    # A resync (no cursor, or the provider forgot it) looks back past the last poll by a margin:
+    # processing a message twice is harmless, missing one is not.
+    lookback = since or ((inbox.last_polled_at - RESYNC_MARGIN) if inbox.last_polled_at else now - FIRST_POLL_LOOKBACK)
     try:
         mailbox = ctx.mailboxes.open(inbox)
         messages, new_cursor = mailbox.poll(cursor, since=lookback)
@@ -134,10 +137,12 @@ def _on_poll_failure(ctx: PollContext, inbox: Inbox, error: ProviderFailure, now
                 source="poll",
             )
         )
-    actions: list[Any] = [table.next_poll_at.set(epoch(now + ctx.interval))]
-    if failure.kind is FailureKind.TRANSIENT and inbox.transient_since is None:
-        actions.append(table.transient_since.set(now))  # the start of a possible "degraded" spell
+    actions: list[Any] = []
     if inbox.poll_shard is not None:
+        actions.append(table.next_poll_at.set(epoch(now + ctx.interval)))  # retry at the next poll
+    if failure.kind in (FailureKind.TRANSIENT, FailureKind.RATE_LIMITED) and inbox.transient_since is None:
+        actions.append(table.transient_since.set(now))  # the start of a possible "degraded" spell
+    if actions:
         inbox.update(actions=actions)
 
 
