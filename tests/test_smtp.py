@@ -100,12 +100,8 @@ def test_send_over_implicit_tls(tls_smtp_server: SmtpTestServer) -> None:
 
 def test_untrusted_certificate_is_refused_by_default(starttls_smtp_server: SmtpTestServer) -> None:
     sender = SmtpSender(
-        starttls_smtp_server.host,
-        starttls_smtp_server.port,
-        security="starttls",
-        username=TEST_USER,
-        password=TEST_PASSWORD,
-        timeout=5.0,
+        starttls_smtp_server.host, starttls_smtp_server.port, security="starttls",
+        username=TEST_USER, password=TEST_PASSWORD, timeout=5.0,
     )
 
     assert failure_kind(sender) == (FailureKind.TRANSIENT, "smtp:tls")
@@ -198,15 +194,11 @@ def test_server_that_never_greets_is_transient() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()  # the kernel completes the handshake; nobody ever answers
         sender = SmtpSender(
-        # smtplib reports a read timeout as SMTPServerDisconnected; the classifier looks beneath it.
-            silent.getsockname()[1],
-            security="none",
-            username=TEST_USER,
-            password=TEST_PASSWORD,
-            timeout=0.3,
+            "127.0.0.1", silent.getsockname()[1], security="none",
+            username=TEST_USER, password=TEST_PASSWORD, timeout=0.3,
         )
 
-        # smtplib reports a read timeout as SMTPServerDisconnected.
+        # smtplib reports a read timeout as SMTPServerDisconnected; the classifier looks beneath it.
         assert failure_kind(sender) == (FailureKind.TRANSIENT, "smtp:timeout")
 
 
@@ -233,12 +225,8 @@ def test_credentials_are_exactly_one_of_password_or_token() -> None:
         SmtpSender("smtp.example.com", 587, security="starttls", username=TEST_USER)
     with pytest.raises(ValueError):
         SmtpSender(
-            "smtp.example.com",
-            587,
-            security="starttls",
-            username=TEST_USER,
-            password=TEST_PASSWORD,
-            oauth_token=TEST_TOKEN,
+            "smtp.example.com", 587, security="starttls", username=TEST_USER,
+            password=TEST_PASSWORD, oauth_token=TEST_TOKEN,
         )
 
 
