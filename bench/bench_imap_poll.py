@@ -1,6 +1,6 @@
 """Does an incremental IMAP poll cost the same for a small and a large mailbox?
 
-Runs a real Dovecot (tests/dovecot.py) on 127.0.0.1, fills one mailbox with 100 messages and one
+Runs a real Dovecot (local/imapserver.py) on 127.0.0.1, fills one mailbox with 100 messages and one
 with 10,000, and times ``ImapMailbox.fetch_new`` from a stored cursor: with nothing new, and with one
 new message. Both sizes are measured in the same run, so the ratio 10k/100 is the figure to read:
 about 1x means the poll does not grow with the mailbox. For contrast, it also times the command the
@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "sendwell")]  # runnable as a plain script
 
+from local.imapserver import DovecotServer  # noqa: E402
 from sendwell.adapters.imap import ImapMailbox  # noqa: E402
-from tests.dovecot import DovecotServer  # noqa: E402
 
 SIZES = (100, 10_000)
 PASSWORD = "bench-password"

@@ -35,6 +35,8 @@ from moto import mock_aws  # noqa: E402
 
 from bench.aws_meter import metered  # noqa: E402
 from local.cfn import create_resources, function_environment, load_template, resources_of_type  # noqa: E402
+from local.imapserver import DovecotServer  # noqa: E402
+from local.mailserver import SmtpTestServer  # noqa: E402
 from local.stack import LambdaContext, load_handler  # noqa: E402
 from sendwell.adapters.aws import KmsCipher, SqsQueue  # noqa: E402
 from sendwell.config import Settings  # noqa: E402
@@ -42,8 +44,6 @@ from sendwell.credentials import CredentialStore  # noqa: E402
 from sendwell.models import InboxStatus, bind_models, new_step, new_window  # noqa: E402
 from sendwell.services import dispatch as dispatch_service  # noqa: E402
 from sendwell.services.sending import shard_for  # noqa: E402
-from tests.dovecot import DovecotServer  # noqa: E402
-from tests.smtp_server import SmtpTestServer  # noqa: E402
 
 # On-demand prices, us-east-1, as published at the time of writing (USD).
 PRICE_PER_MILLION = {

@@ -21,7 +21,7 @@ from sendwell.inbound import InboundMessage, parse_message_ids
 from tests.test_inbound import CORPUS, EXPECTED, assert_matches_expected, classify
 
 if TYPE_CHECKING:  # imported for real by pytest_plugins, which must see it first to rewrite asserts
-    from tests.dovecot import DovecotServer
+    from local.imapserver import DovecotServer
 
 pytest_plugins = ["tests.dovecot"]
 pytestmark = pytest.mark.dovecot
@@ -39,9 +39,7 @@ class Account:
     password: str
 
     def mailbox(self, password: str | None = None) -> ImapMailbox:
-        return ImapMailbox(
-            self.server.host, self.server.port, self.name, password or self.password, timeout=5
-        )
+        return ImapMailbox(self.server.host, self.server.port, self.name, password or self.password, timeout=5)
 
     def append(self, *raws: bytes, received: datetime | None = None) -> None:
         client = self.server.connect(self.name)
@@ -300,9 +298,7 @@ def test_a_closed_port_is_transient() -> None:
 
 
 @pytest.mark.parametrize(("use_ssl", "starttls"), [(True, False), (False, True)])
-def test_a_tls_setting_the_server_does_not_speak_is_transient(
-    account: Account, use_ssl: bool, starttls: bool
-) -> None:
+def test_a_tls_setting_the_server_does_not_speak_is_transient(account: Account, use_ssl: bool, starttls: bool) -> None:
     # This Dovecot speaks plain IMAP only: a TLS handshake gets no answer it understands, and
     # STARTTLS is not offered. Neither is a reason to disconnect the inbox.
     box = ImapMailbox(
