@@ -318,7 +318,7 @@ def test_a_tls_setting_the_server_does_not_speak_is_transient(account: Account, 
 def test_a_missing_dovecot_that_cannot_be_installed_fails_loudly(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from tests import dovecot  # here, not at the top: pytest_plugins must import it first
+    from local import imapserver as dovecot
 
     broken_install = tmp_path / "install-dovecot.sh"
     broken_install.write_text("echo 'E: Unable to locate package dovecot-imapd' >&2\nexit 100\n")
