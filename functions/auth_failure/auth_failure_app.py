@@ -1,4 +1,9 @@
-"""Auth-failure handler: each report is classified already; disconnect once, notify once."""
+"""Auth-failure handler: each report is classified already; disconnect once, notify once.
+
+A record whose notices could not all be sent (SES or SNS failing, another invocation busy with the
+same notice) fails; SQS delivers it again and the retry sends only what is missing. A record that
+keeps failing ends in the queue's dead-letter queue; the inbox's state never depends on it.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from sendwell.adapters.aws import SesMailer, SnsPublisher
 from sendwell.adapters.once import IdempotentRunner
 from sendwell.clock import utcnow
 from sendwell.config import Settings
+from sendwell.failures import FailureKind
 from sendwell.models import bind_models
 from sendwell.ports import AuthFailureReport
 from sendwell.services.auth_failures import IncidentContext, Verdict, handle_report
@@ -33,6 +39,9 @@ CONTEXT = IncidentContext(
     public_base_url=SETTINGS.public_base_url,
 )
 
+# "auth_lost" -> "AuthLostFailures": one CloudWatch metric per failure class.
+CLASS_METRICS = {kind: "".join(part.title() for part in kind.value.split("_")) + "Failures" for kind in FailureKind}
+
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
@@ -44,7 +53,9 @@ def handle_record(record: SQSRecord) -> None:
     report = AuthFailureReport.from_json(record.body)
     logger.append_keys(inbox_id=report.inbox_id, code=report.code)
     verdict = handle_report(CONTEXT, report, now=utcnow())
+    # Counted once handled, so a redelivered report is not counted twice.
     metrics.add_metric(name="AuthFailures", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=CLASS_METRICS[FailureKind(report.kind)], unit=MetricUnit.Count, value=1)
     if verdict is Verdict.DISCONNECTED:
         metrics.add_metric(name="InboxesDisconnected", unit=MetricUnit.Count, value=1)
     elif verdict is Verdict.APP_CONFIG:

@@ -1,10 +1,15 @@
-"""What happens when an inbox loses permission: disconnect once, notify once per incident.
+"""What happens when an inbox loses permission: disconnect once, notify once per incident, remind.
 
 Reports arrive from sends and polls through the auth-failure queue, often many at once for one
-inbox. Exactly one of them moves the inbox ``connected -> disconnected`` (a conditional write);
-the others are absorbed. Notices are sent by whichever report comes next if the first one failed
-half way, and never twice: each notice is delivered through ``Once`` keyed on the incident and
-the recipient, so a retried SES or SNS call can't produce a duplicate.
+inbox. Exactly one of them moves the inbox ``connected -> disconnected`` (a conditional write)
+and opens an *incident*; the others are absorbed. Every side effect of an incident - pausing its
+campaigns, each notice, the SNS event, the log entries - runs through ``Once`` keyed on the
+incident, so whichever report comes next (the winner's own redelivery included) finishes what a
+failed SES or SNS call left undone, and nothing is ever done twice.
+
+The scheduled reminders function calls :func:`due_for_attention` and :func:`attend`: reminders
+while an inbox stays disconnected, and one "degraded" notice when an inbox has failed with
+transient errors for a long time (polls and sends start that watch with :func:`degraded_watch`).
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import enum
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.expressions.update import Action
 
 from sendwell.clock import epoch
 from sendwell.failures import FailureKind
@@ -26,6 +32,13 @@ from sendwell.services import activity, links, notices
 
 REMINDER_DELAYS = (timedelta(hours=24), timedelta(hours=72))
 DEGRADED_AFTER = timedelta(hours=24)
+# A report about an inbox already disconnected finishes that incident's notices only this long
+# after the failure. It is far longer than SQS redelivers a message (5 receives) and far shorter
+# than the idempotency records live, so a report redriven from the DLQ weeks later can't send a
+# notice again after its record has expired. (Reminders go out regardless.)
+NOTICE_RETRY_WINDOW = timedelta(days=3)
+# The attention index is spread over partitions like the poll index.
+ATTENTION_SHARDS = POLL_SHARDS
 
 
 class Once(Protocol):
@@ -37,7 +50,15 @@ class Verdict(enum.StrEnum):
     DISCONNECTED = "disconnected"  # this report made the transition
     ABSORBED = "absorbed"  # the inbox was already disconnected (or not connected)
     APP_CONFIG = "app_config"  # ops notified; no inbox touched
-    IGNORED = "ignored"  # transient or unknown inbox: never a disconnect
+    IGNORED = "ignored"  # transient, unknown inbox, or older than the inbox's last reconnect
+
+
+class Attention(enum.StrEnum):
+    REMINDED = "reminded"
+    DEGRADED = "degraded"
+    RESCHEDULED = "rescheduled"  # looked at too early: due again later
+    CLEARED = "cleared"  # nothing (more) to say: taken off the attention index
+    SKIPPED = "skipped"  # changed while we looked (reconnected, another run): nothing done
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +71,11 @@ class IncidentContext:
     admin_emails: tuple[str, ...]
     public_base_url: str
     reminder_delays: tuple[timedelta, ...] = field(default=REMINDER_DELAYS)
+    degraded_after: timedelta = DEGRADED_AFTER
+    notice_retry_window: timedelta = NOTICE_RETRY_WINDOW
+
+
+# ------------------------------------------------------------------------------------ reports
 
 
 def handle_report(ctx: IncidentContext, report: AuthFailureReport, *, now: datetime) -> Verdict:
@@ -64,54 +90,67 @@ def handle_report(ctx: IncidentContext, report: AuthFailureReport, *, now: datet
     except DoesNotExist:
         return Verdict.IGNORED
     verdict = Verdict.ABSORBED
-    if inbox.status == InboxStatus.CONNECTED and _disconnect(ctx, inbox, report, now):
-        verdict = Verdict.DISCONNECTED
-    if inbox.status == InboxStatus.DISCONNECTED and inbox.incident_id:
-        # Runs for the winner and for every later report: finishes notices a crash interrupted.
-        notify_incident(ctx, inbox, now=now, reminder=0)
+    if inbox.status == InboxStatus.CONNECTED:
+        if _disconnect(ctx, inbox, report, now):
+            verdict = Verdict.DISCONNECTED
+        elif inbox.status == InboxStatus.CONNECTED:
+            return Verdict.IGNORED  # the failure predates a reconnect: the new grant is fine
+    retry_follow_up = inbox.status == InboxStatus.DISCONNECTED and _incident_is_recent(ctx, inbox, now)
+    if inbox.incident_id and (verdict is Verdict.DISCONNECTED or retry_follow_up):
+        # Runs for the winner and for later reports: finishes what a failed SES or SNS call left
+        # undone. Once the whole follow-up has succeeded, a late report costs one idempotency lookup.
+        ctx.once.run(f"{inbox.incident_id}:follow-up", lambda: _follow_up(ctx, inbox, now))
     return verdict
 
 
+def _follow_up(ctx: IncidentContext, inbox: Inbox, now: datetime) -> str:
+    # Each step is once-only by itself, so a retry after a failure half way repeats none of them.
+    _pause_campaigns(ctx, inbox, now)
+    notify_incident(ctx, inbox, now=now, reminder=0)
+    return "done"
+
+
+def _report_time(report: AuthFailureReport) -> datetime:
+    at = datetime.fromisoformat(report.at)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _incident_is_recent(ctx: IncidentContext, inbox: Inbox, now: datetime) -> bool:
+    return inbox.failed_at is not None and now - inbox.failed_at <= ctx.notice_retry_window
+
+
 def _disconnect(ctx: IncidentContext, inbox: Inbox, report: AuthFailureReport, now: datetime) -> bool:
+    """The one conditional transition; on losing it, ``inbox`` is refreshed to what won."""
     table = ctx.models.inbox
-    first_reminder = now + ctx.reminder_delays[0] if ctx.reminder_delays else None
-    actions: list[Any] = [
+    failed_at = _report_time(report)
+    actions: list[Action] = [
         table.status.set(InboxStatus.DISCONNECTED.value),
         table.status_code.set(report.code),
         table.status_reason.set(report.reason),
         table.status_fix.set(report.fix),
-        table.failed_at.set(datetime.fromisoformat(report.at)),
+        table.failed_at.set(failed_at),
         table.incident_id.set("inc_" + secrets.token_hex(8)),
         table.reminders_sent.set(0),
-        # Stop polling (nothing to poll with) and drop any send lease; pending steps stay pending.
+        # Nothing to poll with any more; the reconnect schedules polling again. Pending steps are
+        # not touched: dispatch skips a disconnected inbox, so they wait, due, for the reconnect.
         table.poll_shard.remove(),
         table.next_poll_at.remove(),
-        table.send_claim.remove(),
-        table.send_lease_until.remove(),
+        # A degraded spell ends here: the inbox is now plainly disconnected.
+        table.transient_since.remove(),
+        table.degraded_notified.set(False),
     ]
-    if first_reminder is not None:
+    if ctx.reminder_delays:
         actions += [
-            table.attention_shard.set(str(secrets.randbelow(POLL_SHARDS))),
-            table.attention_at.set(epoch(first_reminder)),
+            table.attention_shard.set(str(secrets.randbelow(ATTENTION_SHARDS))),
+            table.attention_at.set(epoch(now + ctx.reminder_delays[0])),
         ]
+    # A report written before the inbox's last reconnect is about the old grant: ignore it.
+    fresh = table.reconnected_at.does_not_exist() | (table.reconnected_at < failed_at)
     try:
-        inbox.update(actions=actions, condition=table.status == InboxStatus.CONNECTED.value)
+        inbox.update(actions=actions, condition=(table.status == InboxStatus.CONNECTED.value) & fresh)
     except UpdateError:
         inbox.refresh(consistent_read=True)
         return False
-    affected = _campaigns_on(ctx.models, inbox.inbox_id)
-    for campaign in affected:
-        campaign.update(actions=[ctx.models.campaign.disconnected_inbox_ids.add({inbox.inbox_id})])
-    activity.record(
-        ctx.models,
-        now=now,
-        kind="inbox.disconnected",
-        message=f"{inbox.address} disconnected: {report.reason}. Sending paused; pending steps kept.",
-        inbox_id=inbox.inbox_id,
-        campaign_ids=[c.campaign_id for c in affected],
-        details={"code": report.code, "source": report.source, "incident_id": inbox.incident_id},
-        dedup=inbox.incident_id,
-    )
     return True
 
 
@@ -120,73 +159,109 @@ def _campaigns_on(models: Models, inbox_id: str) -> list[Campaign]:
     return list(models.campaign.scan(models.campaign.inbox_ids.contains(inbox_id)))
 
 
-def notify_incident(ctx: IncidentContext, inbox: Inbox, *, now: datetime, reminder: int) -> None:
-    """Email the admins, the owner and the inbox itself, and publish the SNS event, once each."""
-    incident = inbox.incident_id
-    campaigns = [c.name for c in _campaigns_on(ctx.models, inbox.inbox_id)]
-    recipients = _recipients(ctx, inbox)
-    for role, address in recipients:
+def _pause_campaigns(ctx: IncidentContext, inbox: Inbox, now: datetime) -> None:
+    """Mark every campaign on the inbox "paused because the inbox is disconnected", and log why."""
 
-        def deliver(role: str = role, address: str = address) -> str:
-            issued = links.create_link(ctx.models, inbox_id=inbox.inbox_id, created_by=f"notice:{role}", now=now)
-            subject = (
-                f"Reminder: {inbox.address} is still disconnected"
-                if reminder
-                else f"Action needed: {inbox.address} was disconnected"
-            )
-            email = notices.compose(
-                "disconnected",
-                to=[address],
-                subject=subject,
-                variables={
-                    "workspace": ctx.workspace_name,
-                    "inbox_address": inbox.address,
-                    "inbox_name": inbox.display_name,
-                    "reason": inbox.status_reason or "the provider refused our access",
-                    "fix": inbox.status_fix or "",
-                    "role": role,
-                    "reconnect_url": f"{ctx.public_base_url}/r/{issued.token}",
-                    "expires": issued.link.expires_at.strftime("%d %B %Y at %H:%M UTC"),
-                    "campaigns": campaigns,
-                    "reminder": reminder,
-                    "failed_at": inbox.failed_at.strftime("%d %B %Y %H:%M UTC") if inbox.failed_at else "",
-                },
-            )
-            return ctx.mailer.send(email)
-
-        ctx.once.run(f"{incident}:{reminder}:email:{address}", deliver)
-    if reminder == 0:
-        ctx.once.run(
-            f"{incident}:sns",
-            lambda: _publish_disconnected(ctx, inbox),
-        )
+    def pause() -> str:
+        table = ctx.models.campaign
+        affected: list[Campaign] = []
+        for campaign in _campaigns_on(ctx.models, inbox.inbox_id):
+            try:  # a set add: repeating it after a crash changes nothing
+                campaign.update(
+                    actions=[table.disconnected_inbox_ids.add({inbox.inbox_id})],
+                    condition=table.campaign_id.exists(),  # never recreate one deleted meanwhile
+                )
+            except UpdateError:
+                continue
+            affected.append(campaign)
+        reason = notices.UNKNOWN_REASON if not inbox.status_reason else inbox.status_reason.rstrip(".")
         activity.record(
             ctx.models,
             now=now,
-            kind="notice.sent",
-            message=f"Disconnect notice sent to {', '.join(role for role, _ in recipients)}",
+            kind="inbox.disconnected",
+            message=(
+                f"Sending from {inbox.address} is paused because the inbox was disconnected: {reason}. "
+                "Pending steps are kept and resume after a reconnect."
+            ),
             inbox_id=inbox.inbox_id,
-            dedup=f"{incident}.notices",
+            campaign_ids=[c.campaign_id for c in affected],
+            details={"code": inbox.status_code, "incident_id": inbox.incident_id},
+            dedup=inbox.incident_id,
         )
+        return str(len(affected))
+
+    ctx.once.run(f"{inbox.incident_id}:campaigns", pause)
 
 
-def _recipients(ctx: IncidentContext, inbox: Inbox) -> list[tuple[str, str]]:
-    """(role, address) for each distinct address: admins first, then the owner, then the inbox."""
-    seen: set[str] = set()
-    out: list[tuple[str, str]] = []
-    candidates = [("admin", a) for a in ctx.admin_emails] + [("owner", inbox.owner_email), ("inbox", inbox.address)]
-    for role, address in candidates:
-        key = address.strip().lower()
-        if key and key not in seen:
-            seen.add(key)
-            out.append((role, key))
-    return out
+# ------------------------------------------------------------------------------------ notices
 
 
-def _publish_disconnected(ctx: IncidentContext, inbox: Inbox) -> str:
+def notify_incident(ctx: IncidentContext, inbox: Inbox, *, now: datetime, reminder: int) -> None:
+    """Email the admins, the owner and the inbox itself (once each), and on the first notice
+    (``reminder`` 0) publish ``inbox.disconnected``. Each email carries its own fresh link."""
+    incident = inbox.incident_id
+    campaigns = _campaigns_on(ctx.models, inbox.inbox_id)
+    if reminder == 0:
+        # First, so integrations hear of it even while SES refuses our emails (a sandboxed account).
+        ctx.once.run(f"{incident}:sns", lambda: _publish_disconnected(ctx, inbox, campaigns))
+    recipients = notices.recipients(ctx.admin_emails, inbox)
+    for recipient in recipients:
+
+        def deliver(recipient: notices.Recipient = recipient) -> str:
+            return _send_disconnect_notice(ctx, inbox, recipient, [c.name for c in campaigns], reminder, now)
+
+        ctx.once.run(f"{incident}:{reminder}:email:{recipient.address}", deliver)
+
+    def log() -> str:
+        what = f"Reminder {reminder}" if reminder else "Disconnect notice"
+        activity.record(
+            ctx.models,
+            now=now,
+            kind="notice.reminder" if reminder else "notice.sent",
+            message=f"{what} sent to: {', '.join(r.role.value for r in recipients)}",
+            inbox_id=inbox.inbox_id,
+            details={"incident_id": incident, "reminder": reminder},
+            dedup=f"{incident}.{reminder}",
+        )
+        return "logged"
+
+    ctx.once.run(f"{incident}:{reminder}:log", log)
+
+
+def _send_disconnect_notice(
+    ctx: IncidentContext,
+    inbox: Inbox,
+    recipient: notices.Recipient,
+    campaigns: list[str],
+    reminder: int,
+    now: datetime,
+) -> str:
+    issued = links.create_link(ctx.models, inbox_id=inbox.inbox_id, created_by=f"notice:{recipient.role}", now=now)
+    email = notices.disconnected(
+        workspace=ctx.workspace_name,
+        inbox=inbox,
+        recipient=recipient,
+        admin_emails=ctx.admin_emails,
+        reconnect_url=f"{ctx.public_base_url}/r/{issued.token}",
+        link_expires=issued.link.expires_at,
+        campaigns=campaigns,
+        reminder=reminder,
+    )
+    try:
+        return ctx.mailer.send(email)
+    except BaseException:
+        # Nobody ever saw this link's token: take it out of the inbox's active links. The retry
+        # creates a new one.
+        links.revoke(ctx.models, issued.link.link_id, inbox_id=inbox.inbox_id)
+        raise
+
+
+def _publish_disconnected(ctx: IncidentContext, inbox: Inbox, campaigns: list[Campaign]) -> str:
+    """``inbox.disconnected``, as documented in docs/events.md."""
     ctx.events.publish(
         "inbox.disconnected",
         {
+            "workspace": ctx.workspace_name,
             "inbox_id": inbox.inbox_id,
             "address": inbox.address,
             "provider": inbox.provider,
@@ -195,6 +270,7 @@ def _publish_disconnected(ctx: IncidentContext, inbox: Inbox) -> str:
             "fix": inbox.status_fix,
             "failed_at": inbox.failed_at.isoformat() if inbox.failed_at else None,
             "incident_id": inbox.incident_id,
+            "campaign_ids": sorted(c.campaign_id for c in campaigns),
         },
         dedup_key=f"{inbox.incident_id}:disconnected",
     )
@@ -203,18 +279,127 @@ def _publish_disconnected(ctx: IncidentContext, inbox: Inbox) -> str:
 
 def _notify_app_config(ctx: IncidentContext, report: AuthFailureReport, now: datetime) -> None:
     """One notice per error code per hour: an expired client secret fails every inbox at once."""
-    provider = notices.provider_name(report.provider)
-    email = notices.compose(
-        "app_config",
+    if not ctx.admin_emails:
+        return
+    email = notices.app_config(
+        workspace=ctx.workspace_name,
+        provider=report.provider,
+        code=report.code,
+        reason=report.reason,
+        fix=report.fix,
         to=ctx.admin_emails,
-        subject=f"Action needed: the {provider} app configuration is failing",
-        variables={
-            "workspace": ctx.workspace_name,
-            "provider_name": provider,
-            "reason": report.reason,
-            "fix": report.fix,
-            "code": report.code,
-        },
     )
+    ctx.once.run(f"app_config:{report.provider}:{report.code}:{now:%Y-%m-%dT%H}", lambda: ctx.mailer.send(email))
+
+
+# ------------------------------------------------------------------------------------ attention
+
+
+def degraded_watch(table: type[Inbox], *, now: datetime, after: timedelta = DEGRADED_AFTER) -> list[Action]:
+    """Update actions for the first transient failure of a spell (``transient_since`` unset).
+
+    Polls and sends add these to their own update; a success removes ``transient_since`` (the
+    reminders function then takes the inbox off the attention index by itself).
+    """
+    return [
+        table.transient_since.set(now),
+        table.attention_shard.set(str(secrets.randbelow(ATTENTION_SHARDS))),
+        table.attention_at.set(epoch(now + after)),
+    ]
+
+
+def due_for_attention(models: Models, *, now: datetime, limit: int = 200) -> list[str]:
+    """Ids of inboxes whose reminder or degraded check is due (the sparse attention index)."""
+    table = models.inbox
+    return [
+        key.inbox_id
+        for shard in range(ATTENTION_SHARDS)
+        for key in table.attention_index.query(str(shard), table.attention_at <= epoch(now), limit=limit)
+    ]
+
+
+def attend(ctx: IncidentContext, inbox_id: str, *, now: datetime) -> Attention:
+    """Send what is due for one inbox. Status is read again here: a reconnect stops reminders."""
+    try:
+        inbox = ctx.models.inbox.get(inbox_id, consistent_read=True)
+    except DoesNotExist:
+        return Attention.SKIPPED
+    if inbox.attention_at is None or inbox.attention_at > epoch(now):
+        return Attention.SKIPPED
+    if inbox.status == InboxStatus.DISCONNECTED and inbox.incident_id:
+        return _remind(ctx, inbox, now)
+    if inbox.status == InboxStatus.CONNECTED and inbox.transient_since is not None and not inbox.degraded_notified:
+        return _report_degraded(ctx, inbox, inbox.transient_since, now)
+    return _clear_attention(ctx, inbox)
+
+
+def _remind(ctx: IncidentContext, inbox: Inbox, now: datetime) -> Attention:
+    table = ctx.models.inbox
+    sent = int(inbox.reminders_sent)
+    delays = ctx.reminder_delays
+    if sent >= len(delays):
+        return _clear_attention(ctx, inbox)
+    number = sent + 1
+    # Send first (once per incident, reminder and recipient), then advance: a failed send leaves
+    # the reminder due, and the next run sends only what is missing.
+    notify_incident(ctx, inbox, now=now, reminder=number)
+    actions: list[Action] = [table.reminders_sent.set(number)]
+    if number < len(delays):
+        gap = delays[number] - delays[number - 1]
+        actions.append(table.attention_at.set(int(inbox.attention_at or epoch(now)) + int(gap.total_seconds())))
+    else:
+        actions += [table.attention_shard.remove(), table.attention_at.remove()]
+    condition = (
+        (table.status == InboxStatus.DISCONNECTED.value)
+        & (table.incident_id == inbox.incident_id)
+        & (table.reminders_sent == sent)
+    )
+    try:
+        inbox.update(actions=actions, condition=condition)
+    except UpdateError:
+        return Attention.SKIPPED  # reconnected, or another run advanced it
+    return Attention.REMINDED
+
+
+def _report_degraded(ctx: IncidentContext, inbox: Inbox, since: datetime, now: datetime) -> Attention:
+    table = ctx.models.inbox
+    same_spell = (table.status == InboxStatus.CONNECTED.value) & (table.transient_since == since)
+    due = since + ctx.degraded_after
+    if due > now:
+        try:
+            inbox.update(actions=[table.attention_at.set(epoch(due))], condition=same_spell)
+        except UpdateError:
+            return Attention.SKIPPED
+        return Attention.RESCHEDULED
     if ctx.admin_emails:
-        ctx.once.run(f"app_config:{report.code}:{now.strftime('%Y%m%d%H')}", lambda: ctx.mailer.send(email))
+        email = notices.degraded(workspace=ctx.workspace_name, inbox=inbox, since=since, to=ctx.admin_emails)
+        ctx.once.run(f"degraded:{inbox.inbox_id}:{epoch(since)}", lambda: ctx.mailer.send(email))
+    try:
+        inbox.update(
+            actions=[table.degraded_notified.set(True), table.attention_shard.remove(), table.attention_at.remove()],
+            condition=same_spell,
+        )
+    except UpdateError:
+        return Attention.SKIPPED  # it recovered (or disconnected) meanwhile
+    activity.record(
+        ctx.models,
+        now=now,
+        kind="inbox.degraded",
+        message=f"Every attempt to reach the provider has failed with temporary errors since {since:%Y-%m-%d %H:%M} "
+        "UTC; the inbox stays connected and keeps retrying. Admins were notified.",
+        inbox_id=inbox.inbox_id,
+        dedup=f"degraded.{epoch(since)}",
+    )
+    return Attention.DEGRADED
+
+
+def _clear_attention(ctx: IncidentContext, inbox: Inbox) -> Attention:
+    table = ctx.models.inbox
+    try:
+        inbox.update(
+            actions=[table.attention_shard.remove(), table.attention_at.remove()],
+            condition=table.attention_at == inbox.attention_at,  # not one set meanwhile for a new reason
+        )
+    except UpdateError:
+        return Attention.SKIPPED
+    return Attention.CLEARED

@@ -8,6 +8,7 @@ person holding it, so a link never tells a stranger anything about an inbox.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,8 @@ from sendwell.models import BacklogMode, LinkState, Models, ReconnectLink
 DEFAULT_LIFETIME = timedelta(days=7)
 MAX_LIFETIME = timedelta(days=30)
 TOKEN_BYTES = 32  # 256 bits
+# secrets.token_urlsafe(32) is exactly 43 characters of the URL-safe base64 alphabet.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 # Keep the record a while after expiry so an expired link gets its own page, then let TTL drop it.
 TTL_GRACE = timedelta(days=30)
 
@@ -47,11 +50,12 @@ class IssuedLink:
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("ascii", errors="replace")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def looks_like_token(token: str) -> bool:
-    return 40 <= len(token) <= 64 and all(c.isalnum() or c in "-_" for c in token)
+    # ASCII only: str.isalnum() would let "é" through, and a malformed token must not cost a read.
+    return _TOKEN_SHAPE.fullmatch(token) is not None
 
 
 def create_link(
@@ -66,6 +70,8 @@ def create_link(
 ) -> IssuedLink:
     if not timedelta(minutes=5) <= lifetime <= MAX_LIFETIME:
         raise ValueError("a link lives between 5 minutes and 30 days")
+    if not created_by.strip():
+        raise ValueError("a link records who created it")
     if revoke_older:
         for older in active_links(models, inbox_id, now=now):
             revoke(models, older.link_id, inbox_id=inbox_id)
@@ -104,7 +110,12 @@ def verify(models: Models, token: str, *, now: datetime) -> ReconnectLink:
 
 
 def consume(models: Models, link: ReconnectLink, *, now: datetime) -> None:
-    """Mark the link used, exactly once; a second use (or a revoke that won) raises LinkUsed."""
+    """Mark the link used, exactly once.
+
+    The write is conditional on the link being active and unexpired *now*, so of two people
+    finishing a reconnect with the same link at the same moment only one succeeds. The loser
+    gets the error that describes the link as it is now (used, revoked or expired).
+    """
     table = models.link
     try:
         link.update(
@@ -112,6 +123,14 @@ def consume(models: Models, link: ReconnectLink, *, now: datetime) -> None:
             condition=(table.state == LinkState.ACTIVE.value) & (table.expires_at > now),
         )
     except UpdateError as error:
+        try:
+            link.refresh(consistent_read=True)
+        except DoesNotExist:
+            raise LinkInvalid("unknown token") from error
+        if link.state == LinkState.REVOKED:
+            raise LinkInvalid("revoked") from error
+        if link.state == LinkState.ACTIVE and link.expires_at <= now:
+            raise LinkExpired(link.link_id) from error
         raise LinkUsed(link.link_id) from error
 
 

@@ -1,16 +1,25 @@
-"""Notices people receive: rendered from jinja2 templates (HTML autoescaped, plus a text part)."""
+"""Notices people receive, rendered from jinja2 templates: an HTML part (autoescaped) and a text part.
+
+Each builder takes domain values and returns a ready :class:`~sendwell.ports.Email`; sending it,
+once, is the caller's business. Everything shown comes from our own words (the classifier's
+reason and fix) or from fields an admin entered, and every HTML value is escaped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import jinja2
 
+from sendwell.models import Inbox
 from sendwell.ports import Email
 
-# Module-level but immutable: the loader and filters are fixed at import; rendering is pure.
-_PAGES = jinja2.Environment(
+# Module-level but immutable: the loader and options are fixed at import; rendering is pure.
+_HTML = jinja2.Environment(
     loader=jinja2.PackageLoader("sendwell", "templates/notices"),
     autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True),
     undefined=jinja2.StrictUndefined,
@@ -27,17 +36,138 @@ _TEXT = jinja2.Environment(
 )
 
 PROVIDER_NAMES = {"gmail": "Google", "outlook": "Microsoft 365", "custom": "your mail server"}
+UNKNOWN_REASON = "The provider refused sendwell's access to this inbox"
+_DATE = "%d %B %Y at %H:%M UTC"
 
 
-def compose(template: str, *, to: Sequence[str], subject: str, variables: Mapping[str, Any]) -> Email:
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    OWNER = "owner"
+    INBOX = "inbox"  # the disconnected mailbox itself: its owner often reads it elsewhere too
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    role: Role
+    address: str
+
+
+def recipients(admin_emails: Iterable[str], inbox: Inbox) -> list[Recipient]:
+    """Admins, then the owner, then the inbox: one notice per distinct address (case-insensitive).
+
+    An owner who is also an admin is addressed as an admin, so they get the admin's wording.
+    """
+    seen: set[str] = set()
+    out: list[Recipient] = []
+    candidates = [(Role.ADMIN, a) for a in admin_emails]
+    candidates += [(Role.OWNER, inbox.owner_email), (Role.INBOX, inbox.address)]
+    for role, address in candidates:
+        key = address.strip().lower()
+        if key and key not in seen:
+            seen.add(key)
+            out.append(Recipient(role, key))
+    return out
+
+
+def provider_name(provider: str) -> str:
+    return PROVIDER_NAMES.get(provider, provider)
+
+
+def disconnected(
+    *,
+    workspace: str,
+    inbox: Inbox,
+    recipient: Recipient,
+    admin_emails: Sequence[str],
+    reconnect_url: str,
+    link_expires: datetime,
+    campaigns: Sequence[str],
+    reminder: int = 0,
+) -> Email:
+    """The disconnect notice (``reminder`` 0) or its n-th reminder, for one recipient."""
+    subject = (
+        f"Reminder: {inbox.address} is still disconnected"
+        if reminder
+        else f"Action needed: {inbox.address} was disconnected"
+    )
+    is_admin = recipient.role is Role.ADMIN
+    return _compose(
+        "disconnected",
+        to=[recipient.address],
+        subject=subject,
+        # A non-admin who replies reaches the people who can help.
+        reply_to=() if is_admin else tuple(admin_emails),
+        variables={
+            "workspace": workspace,
+            "inbox_address": inbox.address,
+            "inbox_name": inbox.display_name,
+            "provider_name": provider_name(inbox.provider),
+            "reason": _sentence(inbox.status_reason or UNKNOWN_REASON),
+            "fix": _sentence(inbox.status_fix or ""),
+            "is_admin": is_admin,
+            "admin_contact": ", ".join(admin_emails),
+            "reconnect_url": reconnect_url,
+            "expires": link_expires.strftime(_DATE),
+            "campaigns": list(campaigns),
+            "reminder": reminder,
+            "failed_at": inbox.failed_at.strftime(_DATE) if inbox.failed_at else "",
+        },
+    )
+
+
+def app_config(*, workspace: str, provider: str, code: str, reason: str, fix: str, to: Sequence[str]) -> Email:
+    """The ops notice: our OAuth app is misconfigured; no inbox was disconnected."""
+    name = provider_name(provider)
+    return _compose(
+        "app_config",
+        to=to,
+        subject=f"Action needed: the {name} app configuration is failing",
+        variables={
+            "workspace": workspace,
+            "provider_name": name,
+            "reason": _sentence(reason),
+            "fix": _sentence(fix),
+            "code": code,
+        },
+    )
+
+
+def degraded(*, workspace: str, inbox: Inbox, since: datetime, to: Sequence[str]) -> Email:
+    """Every attempt has failed with temporary errors for a long time; the inbox stays connected."""
+    return _compose(
+        "degraded",
+        to=to,
+        subject=f"{inbox.address} is having trouble reaching {provider_name(inbox.provider)}",
+        variables={
+            "workspace": workspace,
+            "inbox_address": inbox.address,
+            "inbox_name": inbox.display_name,
+            "provider_name": provider_name(inbox.provider),
+            "since": since.strftime(_DATE),
+        },
+    )
+
+
+def _compose(
+    template: str,
+    *,
+    to: Sequence[str],
+    subject: str,
+    variables: Mapping[str, Any],
+    reply_to: Sequence[str] = (),
+) -> Email:
+    subject = " ".join(subject.split())  # one line: a header never carries a CR or LF
     values = {**variables, "subject": subject}
     return Email(
         to=tuple(to),
         subject=subject,
         text=_TEXT.get_template(f"{template}.txt").render(values),
-        html=_PAGES.get_template(f"{template}.html").render(values),
+        html=_HTML.get_template(f"{template}.html").render(values),
+        reply_to=tuple(reply_to),
     )
 
 
-def provider_name(provider: str) -> str:
-    return PROVIDER_NAMES.get(provider, provider)
+def _sentence(text: str) -> str:
+    """Classifier texts are sentences already; stored ones may not be. Templates add no stop."""
+    text = text.strip()
+    return text if not text or text.endswith((".", "!", "?")) else text + "."

@@ -23,7 +23,7 @@ from sendwell.inbound import InboundKind, InboundMessage, InboundVerdict, classi
 from sendwell.models import POLL_SHARDS, Enrollment, EnrollmentState, Inbox, InboxStatus, Models
 from sendwell.ports import AuthFailureReport, AuthFailureReporter, EventPublisher, Mailboxes
 from sendwell.services import activity
-from sendwell.services.auth_failures import Once
+from sendwell.services.auth_failures import Once, degraded_watch
 from sendwell.services.sending import parse_step_message_id
 
 POLL_INTERVAL = timedelta(minutes=5)
@@ -141,7 +141,7 @@ def _on_poll_failure(ctx: PollContext, inbox: Inbox, error: ProviderFailure, now
     if inbox.poll_shard is not None:
         actions.append(table.next_poll_at.set(epoch(now + ctx.interval)))  # retry at the next poll
     if failure.kind in (FailureKind.TRANSIENT, FailureKind.RATE_LIMITED) and inbox.transient_since is None:
-        actions.append(table.transient_since.set(now))  # the start of a possible "degraded" spell
+        actions += degraded_watch(table, now=now)  # the start of a spell; a day of it is "degraded"
     if actions:
         inbox.update(actions=actions)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from sendwell.clock import epoch, utcnow
+from sendwell.clock import epoch
 from sendwell.failures import FailureKind, ProviderFailure
 from sendwell.mime import MessageBuildError, build_message
 from sendwell.models import (
@@ -40,6 +40,7 @@ from sendwell.models import (
 from sendwell.ports import AuthFailureReport, AuthFailureReporter, Mailboxes, SentReceipt
 from sendwell.render import RenderError, render_step
 from sendwell.services import activity
+from sendwell.services.auth_failures import degraded_watch
 from sendwell.services.dispatch import SendRequest
 
 SEND_LEASE_SECONDS = 90  # longer than one send can take (the function times out at 60 s)
@@ -110,10 +111,10 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
     try:
         enrollment = models.enrollment.get(request.enrollment_id, consistent_read=True)
     except DoesNotExist:
-        _release(models, inbox, claim, refund=True)
+        _release(models, inbox, claim, refund=True, now=now)
         return Outcome.STALE
     if enrollment.state != EnrollmentState.ACTIVE or enrollment.step_index != request.step_index:
-        _release(models, inbox, claim, refund=True)
+        _release(models, inbox, claim, refund=True, now=now)
         return Outcome.STALE
     campaign = ctx.campaign(enrollment.campaign_id)
     step = campaign.steps[request.step_index]
@@ -126,7 +127,7 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
             if found is not None:
                 _record_sent(models, campaign, enrollment, inbox, message_id, found, now, reconciled=True)
                 # The lost attempt already counted against the cap: don't count it twice.
-                _release(models, inbox, claim, refund=True)
+                _release(models, inbox, claim, refund=True, now=now)
                 return Outcome.RECONCILED
         try:
             rendered = render_step(step.subject, step.text, step.html, _variables(enrollment))
@@ -151,7 +152,7 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
             )
         except (RenderError, MessageBuildError) as error:
             _stop_enrollment(models, enrollment, EnrollmentState.FAILED, str(error), now)
-            _release(models, inbox, claim, refund=True)
+            _release(models, inbox, claim, refund=True, now=now)
             return Outcome.FAILED
         thread = None if _starts_thread(campaign, request.step_index) else enrollment.thread_id
         receipt = mailbox.send(message, thread_id=thread)
@@ -159,7 +160,7 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
         return _on_failure(ctx, inbox, enrollment, claim, failure, now)
     _record_sent(models, campaign, enrollment, inbox, message_id, receipt, now, reconciled=False)
     if inbox.transient_since is not None:
-        _release(models, inbox, claim, refund=False)  # ends the spell of transient failures
+        _release(models, inbox, claim, refund=False, now=now)  # ends the spell of transient failures
     # Otherwise the claim is left to expire: releasing it would cost a write per email, and the
     # next send from this inbox can't come before the gap anyway (the lease is no longer than it).
     return Outcome.SENT
@@ -224,7 +225,7 @@ def _claim_inbox_slot(models: Models, request: SendRequest, claim: str, now: dat
     raise RetryLater("the inbox's daily cap", 3600)
 
 
-def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, healthy: bool = True) -> None:
+def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, now: datetime, healthy: bool = True) -> None:
     """Give the slot back; a refund also un-counts it and frees the gap (nothing was sent).
 
     ``healthy`` says the provider answered: it ends a spell of transient failures (the spell's
@@ -235,9 +236,9 @@ def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, healthy:
     if refund:
         actions += [table.sent_today.add(-1), table.next_send_at.remove()]
     if healthy and inbox.transient_since is not None:
-        actions.append(table.transient_since.remove())
+        actions += [table.transient_since.remove(), table.degraded_notified.set(False)]
     elif not healthy and inbox.transient_since is None:
-        actions.append(table.transient_since.set(utcnow()))
+        actions += degraded_watch(table, now=now)  # a day of this raises a "degraded" notice
     try:
         inbox.update(actions=actions, condition=table.send_claim == claim)
     except UpdateError:
@@ -377,22 +378,22 @@ def _on_failure(
                 source="send",
             )
         )
-        _release(models, inbox, claim, refund=True)
+        _release(models, inbox, claim, refund=True, now=now)
         return Outcome.AUTH_FAILURE
     if failure.kind is FailureKind.RATE_LIMITED:
         until = now + (timedelta(seconds=failure.retry_after) if failure.retry_after else DEFAULT_RATE_LIMIT_PAUSE)
         inbox.update(actions=[models.inbox.rate_limited_until.set(until)])
-        _release(models, inbox, claim, refund=True)
+        _release(models, inbox, claim, refund=True, now=now)
         return Outcome.INBOX_UNAVAILABLE
     if failure.kind is FailureKind.RECIPIENT_REJECTED:
         _stop_enrollment(models, enrollment, EnrollmentState.BOUNCED, failure.reason, now)
-        _release(models, inbox, claim, refund=False)
+        _release(models, inbox, claim, refund=False, now=now)
         return Outcome.RECIPIENT_REJECTED
     if failure.kind is FailureKind.BAD_MESSAGE:
         _stop_enrollment(models, enrollment, EnrollmentState.FAILED, failure.reason, now)
-        _release(models, inbox, claim, refund=True)
+        _release(models, inbox, claim, refund=True, now=now)
         return Outcome.FAILED
     # Transient: we may not know whether the provider accepted it (a timeout after DATA), so the
     # retry comes back as a redelivery and reconciles against Sent before sending.
-    _release(models, inbox, claim, refund=True, healthy=False)
+    _release(models, inbox, claim, refund=True, now=now, healthy=False)
     raise RetryLater(f"transient provider failure {failure.code}", int(failure.retry_after or 60))
