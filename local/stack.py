@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -222,6 +223,7 @@ class LocalStack:
         return f"http://{host}:{port}"
 
     def start(self) -> LocalStack:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
         self._moto.start()
         # The HTTP server first: its port is part of the functions' public base URL.

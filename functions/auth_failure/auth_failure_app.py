@@ -31,7 +31,9 @@ SETTINGS = Settings.from_env(os.environ)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 CONTEXT = IncidentContext(
     models=MODELS,
-    mailer=SesMailer(boto3.client("ses", region_name=SETTINGS.region), SETTINGS.sender_address),
+    mailer=SesMailer(
+        boto3.client("ses", region_name=SETTINGS.region), SETTINGS.sender_address, copy_to=SETTINGS.outbox_dir
+    ),
     events=SnsPublisher(boto3.client("sns", region_name=SETTINGS.region), SETTINGS.inbox_events_topic_arn),
     once=(ONCE := IdempotentRunner(SETTINGS.idempotency_table)),
     workspace_name=SETTINGS.workspace_name,

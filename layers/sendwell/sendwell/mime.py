@@ -126,7 +126,7 @@ def build_message(
     unsubscribe = _unsubscribe_uris(unsubscribe_url, unsubscribe_mailto)
     if unsubscribe:
         _set_raw_folded(msg, "List-Unsubscribe", unsubscribe, separator=", ")
-        if unsubscribe_url is not None:  # RFC 8058 one-click needs the HTTPS URI
+        if unsubscribe_url is not None and unsubscribe_url.startswith("https://"):  # RFC 8058: HTTPS only
             msg["List-Unsubscribe-Post"] = _ONE_CLICK
 
     # Quoted-printable keeps non-ASCII text readable in source and needs no 8BITMIME from the server.
@@ -169,7 +169,8 @@ def _unsubscribe_uris(url: str | None, mailto: str | None) -> list[str]:
     if url is not None:
         if has_control_chars(url):
             raise HeaderInjection("unsubscribe URL")
-        if not url.startswith("https://") or _URI.fullmatch(url) is None:
+        # RFC 8058 one-click needs HTTPS; plain http is only accepted on this machine (a local run).
+        if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")) or _URI.fullmatch(url) is None:
             raise MessageBuildError("the unsubscribe URL must be an https:// URL without spaces or '<>'")
         uris.append(url)
     if mailto is not None:

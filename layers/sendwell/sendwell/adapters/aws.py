@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from sendwell.cache import TtlCache
@@ -58,9 +61,13 @@ class SnsPublisher:
 
 
 class SesMailer:
-    def __init__(self, client: Any, sender: str) -> None:
+    """Sends notices through SES. ``copy_to`` (local runs only) also writes each one as an .eml file
+    there, so a person running the demo can open the notices an inbox owner would receive."""
+
+    def __init__(self, client: Any, sender: str, *, copy_to: str | None = None) -> None:
         self._client = client
         self._sender = sender
+        self._copy_to = Path(copy_to) if copy_to else None
 
     def send(self, email: Email) -> str:
         response = self._client.send_email(
@@ -76,7 +83,20 @@ class SesMailer:
             },
         )
         message_id: str = response["MessageId"]
+        if self._copy_to is not None:
+            self._write_copy(email, message_id)
         return message_id
+
+    def _write_copy(self, email: Email, message_id: str) -> None:
+        assert self._copy_to is not None
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = self._sender, ", ".join(email.to), email.subject
+        message["Message-ID"] = f"<{message_id}@local.sendwell>"
+        message.set_content(email.text)
+        message.add_alternative(email.html, subtype="html")
+        self._copy_to.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        (self._copy_to / f"{stamp}-{email.to[0]}.eml").write_bytes(message.as_bytes())
 
 
 class KmsCipher:
