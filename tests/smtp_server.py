@@ -14,6 +14,7 @@ from local.mailserver import (  # noqa: F401 - re-exported for the tests that im
     TEST_TOKEN,
     TEST_USER,
     XOAUTH2_ERROR,
+    Command,
     ReceivedMessage,
     Security,
     SelfSignedCert,
