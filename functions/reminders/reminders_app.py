@@ -28,6 +28,7 @@ from sendwell.clock import utcnow
 from sendwell.config import Settings
 from sendwell.models import bind_models
 from sendwell.services.auth_failures import Attention, IncidentContext, attend, due_for_attention
+from sendwell.services.reconnect import notify_expired_links
 
 SETTINGS = Settings.from_env(os.environ)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
@@ -73,6 +74,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
             outcomes["failed"] += 1
             continue
         outcomes[outcome.value] += 1
+    try:
+        if expired := notify_expired_links(CONTEXT, now=now):
+            outcomes["expired_links"] = expired
+    except RETRY_NEXT_RUN as error:
+        logger.warning("expired-link notices not sent", extra={"error": type(error).__name__})
+        outcomes["failed"] += 1
     metrics.add_metric(name="RemindersSent", unit=MetricUnit.Count, value=outcomes[Attention.REMINDED.value])
     metrics.add_metric(name="DegradedNotices", unit=MetricUnit.Count, value=outcomes[Attention.DEGRADED.value])
     metrics.add_metric(name="NoticeFailures", unit=MetricUnit.Count, value=outcomes["failed"])

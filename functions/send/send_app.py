@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -18,9 +19,11 @@ from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
 from sendwell.cache import TtlCache
 from sendwell.clock import utcnow
 from sendwell.config import Settings
+from sendwell.failures import FailureKind
 from sendwell.models import Campaign, bind_models
+from sendwell.observability import Metric, install_redaction
 from sendwell.services.dispatch import SendRequest
-from sendwell.services.sending import RetryLater, SendContext, send_step
+from sendwell.services.sending import Outcome, RetryLater, SendContext, send_step, step_message_id
 
 SETTINGS = Settings.from_env(os.environ)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
@@ -41,16 +44,40 @@ CONTEXT = SendContext(
     campaigns=lambda campaign_id: CAMPAIGNS.get(campaign_id, lambda: MODELS.campaign.get(campaign_id)),
 )
 
+# One fixed metric per outcome: failures by class, and the outcomes that sent nothing.
+OUTCOME_METRICS: Mapping[Outcome, Metric] = {
+    Outcome.SENT: Metric.EMAILS_SENT,
+    Outcome.RECONCILED: Metric.SENDS_RECONCILED,
+    Outcome.STALE: Metric.SENDS_SKIPPED,
+    Outcome.INBOX_UNAVAILABLE: Metric.SENDS_SKIPPED,
+    Outcome.RECIPIENT_REJECTED: Metric.SEND_RECIPIENT_REJECTED_FAILURES,
+    Outcome.FAILED: Metric.SEND_BAD_MESSAGE_FAILURES,
+    Outcome.AUTH_FAILURE: Metric.SEND_AUTH_FAILURES,
+}
+
 logger = Logger()
+install_redaction(logger)
 tracer = Tracer()
 metrics = Metrics()
-processor = SqsFifoPartialProcessor()
+# A deferred step only holds back its own inbox's group: FIFO order matters within an inbox, and
+# other inboxes in the same batch go on.
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+# A batch whose every step was deferred is normal (gaps, caps), not an error: report the items.
+processor.raise_on_entire_batch_failure = False
 
 
 @tracer.capture_method
 def send_record(record: SQSRecord) -> None:
     request = SendRequest.from_json(record.body)
-    logger.append_keys(inbox_id=request.inbox_id, enrollment_id=request.enrollment_id, step=request.step_index)
+    logger.append_keys(
+        inbox_id=request.inbox_id,
+        campaign_id=request.campaign_id or None,
+        enrollment_id=request.enrollment_id,
+        step=request.step_index,
+        message_id=step_message_id(request.enrollment_id, request.step_index, request.inbox_address)
+        if request.inbox_address
+        else None,
+    )
     redelivered = int(record.attributes.approximate_receive_count) > 1
     try:
         outcome = send_step(CONTEXT, request, now=utcnow(), redelivered=redelivered)
@@ -61,10 +88,12 @@ def send_record(record: SQSRecord) -> None:
             ReceiptHandle=record.receipt_handle,
             VisibilityTimeout=min(later.delay_seconds, 43_200),
         )
-        metrics.add_metric(name="SendDeferred", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=Metric.SENDS_DEFERRED, unit=MetricUnit.Count, value=1)
+        if later.failure is FailureKind.TRANSIENT:
+            metrics.add_metric(name=Metric.SEND_TRANSIENT_FAILURES, unit=MetricUnit.Count, value=1)
         logger.info("send deferred", extra={"reason": str(later), "delay_seconds": later.delay_seconds})
         raise
-    metrics.add_metric(name=f"Send_{outcome.value}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
     logger.info("send finished", extra={"outcome": outcome.value})
 
 

@@ -60,9 +60,10 @@ class Outcome(enum.StrEnum):
 class RetryLater(Exception):
     """Leave the queue message for a later attempt (the handler reports a batch item failure)."""
 
-    def __init__(self, reason: str, delay_seconds: int) -> None:
+    def __init__(self, reason: str, delay_seconds: int, *, failure: FailureKind | None = None) -> None:
         super().__init__(reason)
         self.delay_seconds = delay_seconds
+        self.failure = failure  # the provider failure's class when one caused it (counted by ops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,9 @@ def _claim_inbox_slot(models: Models, request: SendRequest, claim: str, now: dat
     )
     actions: list[Any] = [
         table.send_claim.set(claim),
-        table.send_lease_until.set(epoch(now) + min(SEND_LEASE_SECONDS, max(request.min_gap_seconds, 30))),
+        # No longer than the gap: the claim is not released after a send, and must not hold up the
+        # next one. FIFO delivers one message per inbox at a time, so the gap is cover enough.
+        table.send_lease_until.set(epoch(now) + min(SEND_LEASE_SECONDS, max(request.min_gap_seconds, 1))),
         table.last_sent_at.set(now),
         table.next_send_at.set(epoch(now) + request.min_gap_seconds),
         table.usage_day.set(request.local_day),
@@ -396,4 +399,4 @@ def _on_failure(
     # Transient: we may not know whether the provider accepted it (a timeout after DATA), so the
     # retry comes back as a redelivery and reconciles against Sent before sending.
     _release(models, inbox, claim, refund=True, now=now, healthy=False)
-    raise RetryLater(f"transient provider failure {failure.code}", int(failure.retry_after or 60))
+    raise RetryLater(f"transient provider failure {failure.code}", int(failure.retry_after or 60), failure=failure.kind)

@@ -1,0 +1,25 @@
+"""`make run` tells its whole story on a fresh machine: run the demo itself, headless, to the end."""
+
+from __future__ import annotations
+
+import pytest
+
+from local import run
+
+
+@pytest.mark.dovecot
+def test_the_demo_tells_the_story_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["--api-port", "0", "--speed", "60", "--auto", "--exit-after-story"]) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "connected alice@gmail.example",
+        "connected olivia@contoso.example",
+        "connected carl@mail.acme.example",
+        "SENT  alice@gmail.example",
+        "the Gmail inbox is disconnected and its notices are out",
+        "SNS   inbox.disconnected",
+        "STORY reconnecting headless: alice@gmail.example is connected",
+        "is replied: no follow-up will go",
+        "stopped cleanly",
+    ):
+        assert line in out, f"the demo never said {line!r}"
