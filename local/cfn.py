@@ -60,9 +60,72 @@ _TemplateLoader.add_multi_constructor("!", _construct_tag)
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """The template as CloudFormation sees it after the AWS::LanguageExtensions transform."""
     with path.open(encoding="utf-8") as handle:
         loaded: dict[str, Any] = yaml.load(handle, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader subclass
-    return loaded
+    return expand_language_extensions(loaded)
+
+
+_FOR_EACH = "Fn::ForEach::"
+
+
+def expand_language_extensions(template: Mapping[str, Any]) -> dict[str, Any]:
+    """Expand ``Fn::ForEach`` in Resources, Conditions and Outputs, and resolve the ``Fn::FindInMap``
+    whose keys are then literal, as the AWS::LanguageExtensions transform does before deployment.
+
+    Collections must be literal lists: the template loops over names it declares itself.
+    """
+    expanded = dict(template)
+    for section in ("Resources", "Conditions", "Outputs"):
+        if section in template:
+            expanded[section] = _expand_for_each(template[section])
+    mappings = template.get("Mappings", {})
+    return {key: _find_in_map(value, mappings) for key, value in expanded.items()}
+
+
+def _expand_for_each(section: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if not key.startswith(_FOR_EACH):
+            entries = {key: value}
+        else:
+            identifier, collection, fragment = value
+            if not isinstance(collection, list) or not all(isinstance(item, str) for item in collection):
+                raise ValueError(f"{key}: only a literal list of strings is supported locally")
+            entries = {}
+            for item in collection:
+                entries.update(_expand_for_each(_substitute(fragment, identifier, item)))
+        for name, entry in entries.items():
+            if name in out:
+                raise ValueError(f"{name} is defined twice after expanding Fn::ForEach")
+            out[name] = entry
+    return out
+
+
+def _substitute(value: Any, identifier: str, item: str) -> Any:
+    """``${identifier}`` and ``&{identifier}`` in every key and string, and ``Ref: identifier``."""
+    if isinstance(value, str):
+        alphanumeric = re.sub(r"[^A-Za-z0-9]", "", item)
+        return value.replace(f"${{{identifier}}}", item).replace(f"&{{{identifier}}}", alphanumeric)
+    if isinstance(value, list):
+        return [_substitute(element, identifier, item) for element in value]
+    if isinstance(value, dict):
+        if value == {"Ref": identifier}:
+            return item
+        return {_substitute(k, identifier, item): _substitute(v, identifier, item) for k, v in value.items()}
+    return value
+
+
+def _find_in_map(value: Any, mappings: Mapping[str, Any]) -> Any:
+    if isinstance(value, list):
+        return [_find_in_map(element, mappings) for element in value]
+    if not isinstance(value, dict):
+        return value
+    lookup = value.get("Fn::FindInMap") if len(value) == 1 else None
+    if isinstance(lookup, list) and len(lookup) == 3 and all(isinstance(part, str) for part in lookup):
+        name, top, second = lookup
+        return mappings[name][top][second]
+    return {key: _find_in_map(element, mappings) for key, element in value.items()}
 
 
 def resources_of_type(template: Mapping[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,7 @@ from local.stack import Handler, LambdaContext, load_handler
 from sendwell.config import Settings
 from sendwell.models import Models, bind_models
 
-pytest_plugins = ["tests.smtp_server", "tests.dovecot", "tests.provider_sandbox"]
+pytest_plugins = ["tests.smtp_server", "tests.dovecot", "tests.provider_sandbox", "tests.browser"]
 
 TEMPLATE = load_template()
 REGION = "us-east-1"

@@ -9,6 +9,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+
 from sendwell.mime import (
     HeaderInjection,
     InvalidAddress,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from sendwell.prospects import Prospect, ProspectImportError, RowError, parse_prospects_csv
 
 HEADER = "Email,First Name,Last Name,Company,Job Title\r\n"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sendwell.render import (
     RenderedStep,
     RenderError,

@@ -9,10 +9,10 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+
 from sendwell.adapters.smtp import SmtpSender
 from sendwell.failures import FailureKind, ProviderFailure
 from sendwell.mime import build_message, new_message_id, to_bytes
-
 from tests.smtp_server import (  # the *_fixture functions are found by pytest, not called here
     TEST_PASSWORD,
     TEST_TOKEN,

@@ -14,12 +14,14 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sendwell.clock import utcnow
 from sendwell.config import Settings
 from sendwell.failures import Provider
 from sendwell.models import BacklogMode, ReconnectLink, bind_models
+from sendwell.observability import Metric, install_redaction
 from sendwell.prospects import ProspectImportError
 from sendwell.services import activity, campaigns, inboxes, links
 
@@ -27,6 +29,7 @@ SETTINGS = Settings.from_env(os.environ)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 
 logger = Logger()
+install_redaction(logger)
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
@@ -71,6 +74,7 @@ def _new_inbox(body: dict[str, Any]) -> inboxes.NewInbox:
 @tracer.capture_method
 def create_inbox() -> Response[str]:
     inbox = inboxes.create_inbox(MODELS, _new_inbox(_json_body()), now=utcnow(), created_by=_actor())
+    logger.info("inbox created", extra={"inbox_id": inbox.inbox_id, "provider": inbox.provider})
     return _json(201, inboxes.describe(inbox))
 
 
@@ -125,6 +129,9 @@ def create_link(inbox_id: str) -> Response[str]:
         )
     except ValueError as error:
         raise BadRequest(str(error)) from error
+    metrics.add_metric(name=Metric.LINKS_CREATED, unit=MetricUnit.Count, value=1)
+    # The link's id, never its token: the token is in the response body only.
+    logger.info("reconnect link created", extra={"inbox_id": inbox_id, "link_id": issued.link.link_id})
     return _json(201, {**_link(issued.link), "url": f"{SETTINGS.public_base_url}/r/{issued.token}"})
 
 

@@ -24,6 +24,7 @@ from sendwell.clock import utcnow
 from sendwell.config import Settings
 from sendwell.failures import FailureKind
 from sendwell.models import bind_models
+from sendwell.observability import AUTH_FAILURE_METRICS, CountingMailer, install_redaction
 from sendwell.ports import AuthFailureReport
 from sendwell.services.auth_failures import IncidentContext, Verdict, handle_report
 
@@ -31,8 +32,10 @@ SETTINGS = Settings.from_env(os.environ)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 CONTEXT = IncidentContext(
     models=MODELS,
-    mailer=SesMailer(
-        boto3.client("ses", region_name=SETTINGS.region), SETTINGS.sender_address, copy_to=SETTINGS.outbox_dir
+    mailer=CountingMailer(
+        SesMailer(
+            boto3.client("ses", region_name=SETTINGS.region), SETTINGS.sender_address, copy_to=SETTINGS.outbox_dir
+        )
     ),
     events=SnsPublisher(boto3.client("sns", region_name=SETTINGS.region), SETTINGS.inbox_events_topic_arn),
     once=(ONCE := IdempotentRunner(SETTINGS.idempotency_table)),
@@ -41,10 +44,8 @@ CONTEXT = IncidentContext(
     public_base_url=SETTINGS.public_base_url,
 )
 
-# "auth_lost" -> "AuthLostFailures": one CloudWatch metric per failure class.
-CLASS_METRICS = {kind: "".join(part.title() for part in kind.value.split("_")) + "Failures" for kind in FailureKind}
-
 logger = Logger()
+install_redaction(logger)
 tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -57,7 +58,7 @@ def handle_record(record: SQSRecord) -> None:
     verdict = handle_report(CONTEXT, report, now=utcnow())
     # Counted once handled, so a redelivered report is not counted twice.
     metrics.add_metric(name="AuthFailures", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name=CLASS_METRICS[FailureKind(report.kind)], unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=AUTH_FAILURE_METRICS[FailureKind(report.kind)], unit=MetricUnit.Count, value=1)
     if verdict is Verdict.DISCONNECTED:
         metrics.add_metric(name="InboxesDisconnected", unit=MetricUnit.Count, value=1)
     elif verdict is Verdict.APP_CONFIG:

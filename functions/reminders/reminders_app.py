@@ -27,6 +27,7 @@ from sendwell.adapters.once import IdempotentRunner
 from sendwell.clock import utcnow
 from sendwell.config import Settings
 from sendwell.models import bind_models
+from sendwell.observability import CountingMailer, Metric, install_redaction
 from sendwell.services.auth_failures import Attention, IncidentContext, attend, due_for_attention
 from sendwell.services.reconnect import notify_expired_links
 
@@ -35,8 +36,10 @@ MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 ONCE = IdempotentRunner(SETTINGS.idempotency_table)
 CONTEXT = IncidentContext(
     models=MODELS,
-    mailer=SesMailer(
-        boto3.client("ses", region_name=SETTINGS.region), SETTINGS.sender_address, copy_to=SETTINGS.outbox_dir
+    mailer=CountingMailer(
+        SesMailer(
+            boto3.client("ses", region_name=SETTINGS.region), SETTINGS.sender_address, copy_to=SETTINGS.outbox_dir
+        )
     ),
     events=SnsPublisher(boto3.client("sns", region_name=SETTINGS.region), SETTINGS.inbox_events_topic_arn),
     once=ONCE,
@@ -54,6 +57,7 @@ RETRY_NEXT_RUN = (
 )
 
 logger = Logger()
+install_redaction(logger)
 tracer = Tracer()
 metrics = Metrics()
 
@@ -82,6 +86,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
         outcomes["failed"] += 1
     metrics.add_metric(name="RemindersSent", unit=MetricUnit.Count, value=outcomes[Attention.REMINDED.value])
     metrics.add_metric(name="DegradedNotices", unit=MetricUnit.Count, value=outcomes[Attention.DEGRADED.value])
-    metrics.add_metric(name="NoticeFailures", unit=MetricUnit.Count, value=outcomes["failed"])
+    metrics.add_metric(name=Metric.LINKS_EXPIRED, unit=MetricUnit.Count, value=outcomes["expired_links"])
     logger.info("attention handled", extra={"outcomes": dict(outcomes)})
     return dict(outcomes)

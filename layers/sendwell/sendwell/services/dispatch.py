@@ -38,6 +38,10 @@ class SendRequest:
     # The inbox's pacing as dispatch saw it, so the send function's claim needs no read.
     local_day: str  # the inbox's local date (its daily cap counts per local day)
     min_gap_seconds: int
+    # For the send function's logs (campaign, and the Message-ID derived from the inbox's address);
+    # empty in messages enqueued before they were added.
+    campaign_id: str = ""
+    inbox_address: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -51,6 +55,8 @@ class SendRequest:
             inbox_id=str(data["inbox_id"]),
             local_day=str(data["local_day"]),
             min_gap_seconds=int(data["min_gap_seconds"]),
+            campaign_id=str(data.get("campaign_id", "")),
+            inbox_address=str(data.get("inbox_address", "")),
         )
 
     def to_message(self) -> QueuedMessage:
@@ -68,6 +74,17 @@ class DispatchReport:
     retimed: int = 0
     waiting: int = 0  # due, but the inbox's gap or an earlier step comes first
     skipped_inboxes: dict[str, str] = field(default_factory=dict)  # inbox id -> why
+    # For ops: the oldest due step an inbox that may send has not sent (dispatch lag), and the due
+    # steps held by disconnected or reconnecting inboxes (they wait for the reconnect, by design).
+    oldest_due_at: int | None = None
+    disconnected_backlog: int = 0
+
+    def lag_seconds(self, now: datetime) -> int:
+        return 0 if self.oldest_due_at is None else max(0, epoch(now) - self.oldest_due_at)
+
+    def note_still_due(self, step: Enrollment) -> None:
+        due = int(step.due_at or 0)
+        self.oldest_due_at = due if self.oldest_due_at is None else min(self.oldest_due_at, due)
 
 
 def _due_steps(models: Models, now: datetime, per_shard: int) -> Iterator[Enrollment]:
@@ -91,6 +108,8 @@ def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, pe
         why_not = _why_inbox_cannot_send(inbox, now)
         if why_not:
             report.skipped_inboxes[inbox_id] = why_not
+            if inbox is not None and inbox.status in (InboxStatus.DISCONNECTED, InboxStatus.RECONNECTING):
+                report.disconnected_backlog += len(steps)
             continue
         assert inbox is not None
         usage = usage_of(inbox, now)
@@ -118,13 +137,17 @@ def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, pe
                     min_gap_seconds=int(
                         limits.gap(jitter_for(f"{step.enrollment_id}:{step.step_index}")).total_seconds()
                     ),
+                    campaign_id=step.campaign_id,
+                    inbox_address=inbox.address,
                 )
                 outgoing.append(request.to_message())
                 chosen = True
+                report.note_still_due(step)
             elif slot > now and _retime(models, step, slot):
                 report.retimed += 1
             else:
                 report.waiting += 1
+                report.note_still_due(step)
     queue.send_batch(outgoing)
     report.enqueued = len(outgoing)
     return report
