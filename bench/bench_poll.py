@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,8 @@ os.environ.update(
     POWERTOOLS_LOG_LEVEL="ERROR",
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
+# Outside a Lambda invocation there is no remaining time for the idempotency records to note.
+warnings.filterwarnings("ignore", "Couldn't determine the remaining time left")
 
 import boto3  # noqa: E402
 import requests  # noqa: E402

@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sendwell.adapters.aws import KmsCipher, SnsPublisher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.aws import CachingCipher, KmsCipher, SnsPublisher, SqsAuthFailureReporter, SqsQueue
 from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
 from sendwell.adapters.once import IdempotentRunner
 from sendwell.clock import epoch, utcnow
@@ -28,7 +28,7 @@ CONTEXT = PollContext(
     mailboxes=ProviderMailboxes.from_settings(
         SETTINGS,
         MODELS,
-        KmsCipher(boto3.client("kms", region_name=SETTINGS.region), SETTINGS.credentials_key_id),
+        CachingCipher(KmsCipher(boto3.client("kms", region_name=SETTINGS.region), SETTINGS.credentials_key_id)),
         ParameterStoreSecrets(),
     ),
     auth_failures=SqsAuthFailureReporter(
