@@ -24,6 +24,11 @@ class FailureKind(enum.StrEnum):
     def disconnects(self) -> bool:
         return self in (FailureKind.AUTH_LOST, FailureKind.USER_ACTION)
 
+    @property
+    def is_auth_failure(self) -> bool:
+        """Reported to the auth-failure handler: it disconnects the inbox or raises an ops alarm."""
+        return self.disconnects or self is FailureKind.APP_CONFIG
+
 
 class Provider(enum.StrEnum):
     GMAIL = "gmail"

@@ -13,6 +13,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any, Protocol
 
+from sendwell.failures import Failure
 from sendwell.inbound import InboundMessage
 from sendwell.models import Inbox
 
@@ -97,6 +98,19 @@ class AuthFailureReport:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def of(cls, inbox: Inbox, failure: Failure, *, at: datetime, source: str) -> AuthFailureReport:
+        return cls(
+            inbox_id=inbox.inbox_id,
+            provider=inbox.provider,
+            kind=failure.kind.value,
+            code=failure.code,
+            reason=failure.reason,
+            fix=failure.fix,
+            at=at.isoformat(),
+            source=source,
+        )
 
     @classmethod
     def from_json(cls, body: str) -> AuthFailureReport:

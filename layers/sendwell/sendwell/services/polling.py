@@ -124,19 +124,8 @@ def _save_cursor(
 def _on_poll_failure(ctx: PollContext, inbox: Inbox, error: ProviderFailure, now: datetime) -> None:
     failure = error.failure
     table = ctx.models.inbox
-    if failure.kind in (FailureKind.AUTH_LOST, FailureKind.USER_ACTION, FailureKind.APP_CONFIG):
-        ctx.auth_failures.report(
-            AuthFailureReport(
-                inbox_id=inbox.inbox_id,
-                provider=inbox.provider,
-                kind=failure.kind.value,
-                code=failure.code,
-                reason=failure.reason,
-                fix=failure.fix,
-                at=now.isoformat(),
-                source="poll",
-            )
-        )
+    if failure.kind.is_auth_failure:
+        ctx.auth_failures.report(AuthFailureReport.of(inbox, failure, at=now, source="poll"))
     actions: list[Any] = []
     if inbox.poll_shard is not None:
         actions.append(table.next_poll_at.set(epoch(now + ctx.interval)))  # retry at the next poll

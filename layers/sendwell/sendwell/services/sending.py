@@ -368,19 +368,8 @@ def _on_failure(
 ) -> Outcome:
     failure = error.failure
     models = ctx.models
-    if failure.kind in (FailureKind.AUTH_LOST, FailureKind.USER_ACTION, FailureKind.APP_CONFIG):
-        ctx.auth_failures.report(
-            AuthFailureReport(
-                inbox_id=inbox.inbox_id,
-                provider=inbox.provider,
-                kind=failure.kind.value,
-                code=failure.code,
-                reason=failure.reason,
-                fix=failure.fix,
-                at=now.isoformat(),
-                source="send",
-            )
-        )
+    if failure.kind.is_auth_failure:
+        ctx.auth_failures.report(AuthFailureReport.of(inbox, failure, at=now, source="send"))
         _release(models, inbox, claim, refund=True, now=now)
         return Outcome.AUTH_FAILURE
     if failure.kind is FailureKind.RATE_LIMITED:
