@@ -37,7 +37,7 @@ from moto import mock_aws  # noqa: E402
 from bench.aws_meter import metered  # noqa: E402
 from local.cfn import create_resources, function_environment, load_template, resources_of_type  # noqa: E402
 from local.sandbox import Sandbox  # noqa: E402
-from sendwell.adapters.aws import KmsCipher, SnsPublisher, SqsAuthFailureReporter, SqsQueue  # noqa: E402
+from sendwell.adapters.aws import CachingCipher, KmsCipher, SnsPublisher, SqsAuthFailureReporter, SqsQueue  # noqa: E402
 from sendwell.adapters.mailboxes import ProviderMailboxes  # noqa: E402
 from sendwell.adapters.once import IdempotentRunner  # noqa: E402
 from sendwell.config import Settings  # noqa: E402
@@ -85,7 +85,8 @@ def main() -> None:
         sandbox.add_client("microsoft", MICROSOFT_CLIENT_ID, MICROSOFT_CLIENT_SECRET, [REDIRECT_URI])
         settings = providers.settings(Settings.from_env(os.environ))
         models = bind_models(settings.tables, region="us-east-1")
-        store = CredentialStore(models, KmsCipher(session.client("kms"), settings.credentials_key_id))
+        # As the poll function builds it: decrypted credentials cached per warm container.
+        store = CredentialStore(models, CachingCipher(KmsCipher(session.client("kms"), settings.credentials_key_id)))
         context = PollContext(
             models=models,
             mailboxes=ProviderMailboxes(settings, store, secrets=providers.secrets),
