@@ -268,3 +268,18 @@ def test_local_stack_starts_serves_health_and_stops() -> None:
         stack.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{stack.api_url}/health", timeout=2)
+
+
+def test_deployed_functions_read_the_api_url_from_the_ssm_parameter_the_template_writes(aws: Deployment) -> None:
+    from aws_lambda_powertools.utilities.parameters import get_parameter
+
+    from sendwell.config import ConfigError, Settings
+
+    deployed = {k: v for k, v in aws.env.items() if k != "SENDWELL_PUBLIC_BASE_URL"}
+    parameter = deployed["SENDWELL_PUBLIC_BASE_URL_PARAMETER"]
+    assert parameter == "/test/public-base-url"  # /<stack name>/public-base-url
+    aws.client("ssm").put_parameter(Name=parameter, Type="String", Value="https://abc123.execute-api.example/")
+    settings = Settings.from_env({**deployed, "AWS_DEFAULT_REGION": "us-east-1"}, read_parameter=get_parameter)
+    assert settings.public_base_url == "https://abc123.execute-api.example"
+    with pytest.raises(ConfigError, match="SENDWELL_PUBLIC_BASE_URL"):
+        Settings.from_env({**deployed, "AWS_DEFAULT_REGION": "us-east-1"})

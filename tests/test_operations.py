@@ -983,10 +983,89 @@ def _without(template: dict[str, Any], dropped: set[str]) -> dict[str, Any]:
     return {**template, "Resources": kept, "Outputs": stub(template["Outputs"])}
 
 
-def test_the_transformed_template_deploys_into_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    from moto.cloudformation.parsing import get_model_map
+def _translate(template: dict[str, Any], parameters: Mapping[str, str]) -> dict[str, Any]:
+    """The SAM transform, offline as `sam validate` runs it (policy templates ship with it)."""
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
+
+    sam = {**template, "Transform": "AWS::Serverless-2016-10-31"}  # LanguageExtensions: done by load_template
+    translated: dict[str, Any] = Translator(managed_policy_map=None, sam_parser=Parser(), plugins=[]).translate(
+        sam_template=sam, parameter_values=dict(parameters), get_managed_policy_map=dict
+    )
+    return translated
+
+
+def _dependencies(resource: Mapping[str, Any], names: set[str]) -> set[str]:
+    """The resources ``resource`` needs first: Ref, Fn::GetAtt, ${...} in Fn::Sub, DependsOn."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            if "Ref" in value and value["Ref"] in names:
+                found.add(value["Ref"])
+            if "Fn::GetAtt" in value:
+                target = value["Fn::GetAtt"]
+                found.add((target if isinstance(target, str) else target[0]).split(".")[0])
+            sub = value.get("Fn::Sub")
+            text = sub if isinstance(sub, str) else sub[0] if isinstance(sub, list) else ""
+            found.update(m for m in re.findall(r"\$\{([A-Za-z0-9]+)[.}]", text) if m in names)
+            for item in value.values():
+                walk(item)
+
+    walk(resource.get("Properties", {}))
+    depends = resource.get("DependsOn", [])
+    found.update([depends] if isinstance(depends, str) else depends)
+    return found & names
+
+
+def dependency_cycle(template: Mapping[str, Any]) -> list[str]:
+    """A cycle CloudFormation would refuse (as the list of resources around it), or []."""
+    names = set(template["Resources"])
+    graph = {name: _dependencies(resource, names) for name, resource in template["Resources"].items()}
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        state[name] = "open"
+        path.append(name)
+        for needed in sorted(graph[name]):
+            if state.get(needed) == "open":
+                return [*path[path.index(needed) :], needed]
+            if needed not in state and (cycle := visit(needed)):
+                return cycle
+        state[name] = "done"
+        path.pop()
+        return []
+
+    for name in sorted(graph):
+        if name not in state and (cycle := visit(name)):
+            return cycle
+    return []
+
+
+def test_the_transformed_template_has_no_dependency_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    packaged = copy.deepcopy(TEMPLATE)
+    for resource in packaged["Resources"].values():  # as `sam package` leaves them: code in S3
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = "s3://sendwell-artifacts/code.zip"
+    translated = _translate(packaged, PARAMETERS)
+    assert dependency_cycle(translated) == []
+    # The check sees a cycle when there is one: a function reading the API's URL from its
+    # environment while the API's routes point at the function.
+    looped = copy.deepcopy(translated)
+    api = next(k for k, r in looped["Resources"].items() if r["Type"] == "AWS::ApiGatewayV2::Api")
+    function = looped["Resources"]["AdminApiFunction"]
+    function["Properties"]["Environment"]["Variables"]["API"] = {"Ref": api}
+    assert "AdminApiFunction" in dependency_cycle(looped)
+
+
+def test_the_transformed_template_deploys_into_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.cloudformation.parsing import get_model_map
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
@@ -997,12 +1076,9 @@ def test_the_transformed_template_deploys_into_moto(monkeypatch: pytest.MonkeyPa
         session = boto3.Session(region_name=REGION)
         s3 = session.client("s3")
         s3.create_bucket(Bucket="sendwell-artifacts")
-        sam = {**copy.deepcopy(TEMPLATE), "Transform": "AWS::Serverless-2016-10-31"}  # LanguageExtensions: done
+        sam = copy.deepcopy(TEMPLATE)
         _package(sam, s3, "sendwell-artifacts")
-        # The SAM transform, offline as `sam validate` runs it (policy templates ship with it).
-        translated = Translator(managed_policy_map=None, sam_parser=Parser(), plugins=[]).translate(
-            sam_template=sam, parameter_values=dict(parameters), get_managed_policy_map=dict
-        )
+        translated = _translate(sam, parameters)
         types = {r["Type"] for r in translated["Resources"].values()}
         unsupported = {t for t in types if t not in get_model_map()}
         # What moto's CloudFormation can't create; the alarms are checked from the template above.

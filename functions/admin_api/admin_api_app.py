@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parameters import get_parameter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sendwell.clock import utcnow
@@ -25,7 +26,7 @@ from sendwell.observability import Metric, install_redaction
 from sendwell.prospects import ProspectImportError
 from sendwell.services import activity, campaigns, inboxes, links
 
-SETTINGS = Settings.from_env(os.environ)
+SETTINGS = Settings.from_env(os.environ, read_parameter=get_parameter)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 
 logger = Logger()

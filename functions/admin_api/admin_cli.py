@@ -25,6 +25,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from aws_lambda_powertools.utilities.parameters import get_parameter
+
 from sendwell.clock import utcnow
 from sendwell.config import Settings
 from sendwell.failures import Provider
@@ -150,7 +152,7 @@ def run(argv: list[str], models: Models, settings: Settings) -> int:
 
 
 def main() -> int:
-    settings = Settings.from_env(os.environ)
+    settings = Settings.from_env(os.environ, read_parameter=get_parameter)
     return run(sys.argv[1:], bind_models(settings.tables, region=settings.region), settings)
 
 

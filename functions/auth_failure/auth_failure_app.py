@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.parameters import get_parameter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sendwell.adapters.aws import SesMailer, SnsPublisher
@@ -28,7 +29,7 @@ from sendwell.observability import AUTH_FAILURE_METRICS, CountingMailer, install
 from sendwell.ports import AuthFailureReport
 from sendwell.services.auth_failures import IncidentContext, Verdict, handle_report
 
-SETTINGS = Settings.from_env(os.environ)
+SETTINGS = Settings.from_env(os.environ, read_parameter=get_parameter)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 CONTEXT = IncidentContext(
     models=MODELS,

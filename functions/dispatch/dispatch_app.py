@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parameters import get_parameter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sendwell.adapters.aws import SqsQueue
@@ -17,7 +18,7 @@ from sendwell.models import bind_models
 from sendwell.observability import Metric, install_redaction
 from sendwell.services.dispatch import dispatch_due_steps
 
-SETTINGS = Settings.from_env(os.environ)
+SETTINGS = Settings.from_env(os.environ, read_parameter=get_parameter)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 SEND_QUEUE = SqsQueue(boto3.client("sqs", region_name=SETTINGS.region), SETTINGS.send_queue_url)
 

@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parameters import get_parameter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sendwell.adapters.aws import CachingCipher, KmsCipher, SnsPublisher, SqsAuthFailureReporter, SqsQueue
@@ -21,7 +22,7 @@ from sendwell.models import POLL_SHARDS, bind_models
 from sendwell.observability import Metric, install_redaction
 from sendwell.services.polling import PollContext, poll_due_inboxes
 
-SETTINGS = Settings.from_env(os.environ)
+SETTINGS = Settings.from_env(os.environ, read_parameter=get_parameter)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 CONTEXT = PollContext(
     models=MODELS,

@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
 )
+from aws_lambda_powertools.utilities.parameters import get_parameter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from markupsafe import Markup
@@ -43,7 +44,7 @@ from sendwell.observability import CountingMailer, Metric, install_redaction
 from sendwell.services import health, links, notices, reconnect
 from sendwell.services.polling import PollContext
 
-SETTINGS = Settings.from_env(os.environ)
+SETTINGS = Settings.from_env(os.environ, read_parameter=get_parameter)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 KMS = KmsCipher(boto3.client("kms", region_name=SETTINGS.region), SETTINGS.credentials_key_id)
 EVENTS = SnsPublisher(boto3.client("sns", region_name=SETTINGS.region), SETTINGS.inbox_events_topic_arn)

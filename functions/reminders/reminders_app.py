@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
 )
+from aws_lambda_powertools.utilities.parameters import get_parameter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBConnectionError
@@ -31,7 +32,7 @@ from sendwell.observability import CountingMailer, Metric, install_redaction
 from sendwell.services.auth_failures import Attention, IncidentContext, attend, due_for_attention
 from sendwell.services.reconnect import notify_expired_links
 
-SETTINGS = Settings.from_env(os.environ)
+SETTINGS = Settings.from_env(os.environ, read_parameter=get_parameter)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 ONCE = IdempotentRunner(SETTINGS.idempotency_table)
 CONTEXT = IncidentContext(

@@ -12,6 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.parameters import get_parameter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sendwell.adapters.aws import CachingCipher, KmsCipher, SqsAuthFailureReporter, SqsQueue
@@ -25,7 +26,7 @@ from sendwell.observability import Metric, install_redaction
 from sendwell.services.dispatch import SendRequest
 from sendwell.services.sending import Outcome, RetryLater, SendContext, send_step, step_message_id
 
-SETTINGS = Settings.from_env(os.environ)
+SETTINGS = Settings.from_env(os.environ, read_parameter=get_parameter)
 MODELS = bind_models(SETTINGS.tables, region=SETTINGS.region)
 SQS = boto3.client("sqs", region_name=SETTINGS.region)
 # Campaign definitions change rarely; a minute-old copy is fine and saves a read per email.

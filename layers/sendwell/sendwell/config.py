@@ -7,7 +7,7 @@ on its first invocation with one clear message instead of deep inside a send.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sendwell.models import TableNames
@@ -64,7 +64,12 @@ class Settings:
     outbox_dir: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
+    def from_env(cls, env: Mapping[str, str], *, read_parameter: Callable[[str], str] | None = None) -> Settings:
+        """Settings from a function's environment; ``read_parameter`` reads SSM parameters named there.
+
+        The public base URL is given directly (local runs, tests) or, when deployed, as the name of
+        the SSM parameter the template writes the API's URL to.
+        """
         missing: list[str] = []
 
         def need(name: str) -> str:
@@ -93,7 +98,7 @@ class Settings:
             auth_failure_queue_url=need("SENDWELL_AUTH_FAILURE_QUEUE_URL"),
             inbox_events_topic_arn=need("SENDWELL_INBOX_EVENTS_TOPIC_ARN"),
             credentials_key_id=need("SENDWELL_CREDENTIALS_KEY_ID"),
-            public_base_url=need("SENDWELL_PUBLIC_BASE_URL").rstrip("/"),
+            public_base_url=_public_base_url(env, read_parameter, missing),
             admin_emails=tuple(a.strip() for a in env.get("SENDWELL_ADMIN_EMAILS", "").split(",") if a.strip()),
             sender_address=need("SENDWELL_SENDER_ADDRESS"),
             google=OAuthClient(
@@ -124,3 +129,14 @@ class Settings:
         if not settings.public_base_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
             raise ConfigError("SENDWELL_PUBLIC_BASE_URL must be https (plain http only for a local run)")
         return settings
+
+
+def _public_base_url(env: Mapping[str, str], read_parameter: Callable[[str], str] | None, missing: list[str]) -> str:
+    direct = env.get("SENDWELL_PUBLIC_BASE_URL", "").strip()
+    parameter = env.get("SENDWELL_PUBLIC_BASE_URL_PARAMETER", "").strip()
+    if direct:
+        return direct.rstrip("/")
+    if parameter and read_parameter is not None:
+        return str(read_parameter(parameter)).strip().rstrip("/")
+    missing.append("SENDWELL_PUBLIC_BASE_URL (or SENDWELL_PUBLIC_BASE_URL_PARAMETER)")
+    return ""
