@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
@@ -118,7 +119,6 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
         _release(models, inbox, claim, refund=True, now=now)
         return Outcome.STALE
     campaign = ctx.campaign(enrollment.campaign_id)
-    step = campaign.steps[request.step_index]
     message_id = step_message_id(enrollment.enrollment_id, request.step_index, inbox.address)
 
     try:
@@ -131,26 +131,7 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
                 _release(models, inbox, claim, refund=True, now=now)
                 return Outcome.RECONCILED
         try:
-            rendered = render_step(step.subject, step.text, step.html, _variables(enrollment))
-            message = build_message(
-                from_addr=inbox.address,
-                from_name=inbox.display_name,
-                to_addr=enrollment.email,
-                to_name=_full_name(enrollment.fields.as_dict()),
-                subject=rendered.subject
-                if request.step_index == 0 or step.new_thread
-                else _first_subject(campaign, enrollment),
-                text=rendered.text,
-                html=rendered.html,
-                message_id=message_id,
-                in_reply_to=None
-                if _starts_thread(campaign, request.step_index)
-                else step_message_id(enrollment.enrollment_id, request.step_index - 1, inbox.address),
-                references=_references(campaign, enrollment, request.step_index, inbox.address),
-                unsubscribe_url=f"{ctx.unsubscribe_base_url}/{enrollment.enrollment_id}",
-                unsubscribe_mailto=None,
-                date=now,
-            )
+            message = _compose(ctx, campaign, enrollment, inbox, request.step_index, now)
         except (RenderError, MessageBuildError) as error:
             _stop_enrollment(models, enrollment, EnrollmentState.FAILED, str(error), now)
             _release(models, inbox, claim, refund=True, now=now)
@@ -251,13 +232,35 @@ def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, now: dat
 # ------------------------------------------------------------------------------------ rendering
 
 
-def _variables(enrollment: Enrollment) -> dict[str, str]:
-    fields = {str(k): str(v) for k, v in enrollment.fields.as_dict().items()}
-    return {**fields, "email": enrollment.email}
-
-
-def _full_name(fields: Mapping[str, Any]) -> str:
-    return " ".join(str(fields[k]).strip() for k in ("first_name", "last_name") if fields.get(k)).strip()
+def _compose(
+    ctx: SendContext, campaign: Campaign, enrollment: Enrollment, inbox: Inbox, step_index: int, now: datetime
+) -> EmailMessage:
+    """The step as an email; a follow-up threads under the messages before it, under their subject."""
+    variables = {**{str(k): str(v) for k, v in enrollment.fields.as_dict().items()}, "email": enrollment.email}
+    step = campaign.steps[step_index]
+    rendered = render_step(step.subject, step.text, step.html, variables)
+    start = _thread_start(campaign, step_index)
+    subject = (
+        rendered.subject
+        if start == step_index
+        else render_step(campaign.steps[start].subject, "", None, variables).subject
+    )  # people reply under the thread's subject; the builder adds "Re: "
+    earlier = [step_message_id(enrollment.enrollment_id, i, inbox.address) for i in range(start, step_index)]
+    return build_message(
+        from_addr=inbox.address,
+        from_name=inbox.display_name,
+        to_addr=enrollment.email,
+        to_name=" ".join(variables[k].strip() for k in ("first_name", "last_name") if variables.get(k)).strip(),
+        subject=subject,
+        text=rendered.text,
+        html=rendered.html,
+        message_id=step_message_id(enrollment.enrollment_id, step_index, inbox.address),
+        in_reply_to=earlier[-1] if earlier else None,
+        references=earlier,
+        unsubscribe_url=f"{ctx.unsubscribe_base_url}/{enrollment.enrollment_id}",
+        unsubscribe_mailto=None,
+        date=now,
+    )
 
 
 def _starts_thread(campaign: Campaign, step_index: int) -> bool:
@@ -269,20 +272,6 @@ def _thread_start(campaign: Campaign, step_index: int) -> int:
     while not _starts_thread(campaign, start):
         start -= 1
     return start
-
-
-def _first_subject(campaign: Campaign, enrollment: Enrollment) -> str:
-    """Follow-ups keep the thread's subject (the builder adds "Re: "), as people reply in a thread."""
-    start = _thread_start(campaign, int(enrollment.step_index))
-    step = campaign.steps[start]
-    return render_step(step.subject, "", None, _variables(enrollment)).subject
-
-
-def _references(campaign: Campaign, enrollment: Enrollment, step_index: int, address: str) -> list[str]:
-    if _starts_thread(campaign, step_index):
-        return []
-    start = _thread_start(campaign, step_index)
-    return [step_message_id(enrollment.enrollment_id, i, address) for i in range(start, step_index)]
 
 
 # ------------------------------------------------------------------------------------ recording
