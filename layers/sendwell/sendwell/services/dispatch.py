@@ -23,7 +23,7 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from sendwell.clock import epoch
 from sendwell.models import DUE_SHARDS, Campaign, Enrollment, Inbox, InboxStatus, Models
-from sendwell.pacing import next_send_time
+from sendwell.pacing import SendingWindow, next_send_time
 from sendwell.ports import MessageQueue, QueuedMessage
 from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
 
@@ -101,7 +101,7 @@ def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, pe
         by_inbox[step.inbox_id].append(step)
         report.due += 1
 
-    campaigns: dict[str, Campaign | None] = {}
+    windows: dict[str, SendingWindow | None] = {}  # per campaign, read and parsed once per tick
     outgoing: list[QueuedMessage] = []
     for inbox_id, steps in by_inbox.items():
         inbox = _inbox(models, inbox_id)
@@ -116,27 +116,21 @@ def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, pe
         limits = limits_of(inbox)
         chosen = False
         for step in sorted(steps, key=lambda s: (s.due_at or 0, s.enrollment_id)):
-            if step.campaign_id not in campaigns:
-                campaigns[step.campaign_id] = _campaign(models, step.campaign_id)
-            campaign = campaigns[step.campaign_id]
-            if campaign is None:
+            if step.campaign_id not in windows:
+                campaign = _campaign(models, step.campaign_id)
+                windows[step.campaign_id] = campaign_window(campaign) if campaign else None
+            window = windows[step.campaign_id]
+            if window is None:
                 continue
-            slot = next_send_time(
-                now,
-                window=campaign_window(campaign),
-                limits=limits,
-                usage=usage,
-                jitter=jitter_for(f"{step.enrollment_id}:{step.step_index}"),
-            )
+            jitter = jitter_for(f"{step.enrollment_id}:{step.step_index}")
+            slot = next_send_time(now, window=window, limits=limits, usage=usage, jitter=jitter)
             if slot <= now and not chosen:
                 request = SendRequest(
                     enrollment_id=step.enrollment_id,
                     step_index=int(step.step_index),
                     inbox_id=inbox_id,
                     local_day=usage.day.isoformat(),
-                    min_gap_seconds=int(
-                        limits.gap(jitter_for(f"{step.enrollment_id}:{step.step_index}")).total_seconds()
-                    ),
+                    min_gap_seconds=int(limits.gap(jitter).total_seconds()),
                     campaign_id=step.campaign_id,
                     inbox_address=inbox.address,
                 )
