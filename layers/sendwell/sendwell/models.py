@@ -249,7 +249,7 @@ class Campaign(Model):
     stop_on_auto_reply = BooleanAttribute(default=False)
     # Follow-ups more than this late after a reconnect are skipped or held (late_policy).
     late_after_seconds = NumberAttribute(default=14 * 86400)
-    late_policy = UnicodeAttribute(default="skip")  # skip | hold
+    late_policy = UnicodeAttribute(default="skip")  # skip | hold | send
 
 
 class Enrollment(Model):

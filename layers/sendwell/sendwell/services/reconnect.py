@@ -567,8 +567,8 @@ def _handle_late(models: Models, campaign: Campaign, enrollment: Enrollment, now
     steps = campaign.steps
     index, due = int(enrollment.step_index), enrollment.due_at
     late_after = int(campaign.late_after_seconds)
-    if index == 0 or due is None or epoch(now) - due <= late_after:
-        return None  # a first email is never "late"; it just goes out paced
+    if index == 0 or due is None or epoch(now) - due <= late_after or campaign.late_policy == "send":
+        return None  # a first email is never "late", and "send" means late ones go out paced too
     table = models.enrollment
     unchanged = (
         (table.step_index == enrollment.step_index)
