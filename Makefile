@@ -63,7 +63,7 @@ pytest: $(BIN)/.installed system-deps
 
 test: lint typecheck template build pytest
 
-bench: $(BIN)/.installed system-deps
+bench: $(BIN)/.installed  # Dovecot is installed by the IMAP server itself when missing
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

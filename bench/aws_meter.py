@@ -62,12 +62,6 @@ class Meter:
     read_units: Decimal = Decimal(0)
     write_units_by_table: Counter[str] = field(default_factory=Counter)
 
-    def reset(self) -> None:
-        self.requests.clear()
-        self.write_units = Decimal(0)
-        self.read_units = Decimal(0)
-        self.write_units_by_table.clear()
-
     def count(self, prefix: str) -> int:
         return sum(n for name, n in self.requests.items() if name.startswith(prefix))
 

@@ -66,7 +66,6 @@ def main() -> None:
                 "SesIdentity": "bench.example",
             },
         )
-        stack.refs["HttpApi"] = "local"
         for logical_id in resources_of_type(template, "AWS::Serverless::Function"):
             os.environ.update(function_environment(template, logical_id, stack))
         os.environ["SENDWELL_PUBLIC_BASE_URL"] = "https://sendwell.bench.example"

@@ -153,7 +153,6 @@ def server_times(pages: int, callbacks: int) -> dict[str, list[float]]:
         parameters = {"AdminEmails": "admin@agency.example", "SenderAddress": "notices@agency.example"}
         parameters |= {"SesIdentity": "agency.example", "WorkspaceName": "Acme Outreach"}
         stack = create_resources(template, session, prefix="bench", parameters=parameters)
-        stack.refs["HttpApi"] = "bench"
         session.client("ses").verify_domain_identity(Domain="agency.example")
         env = function_environment(template, "ReconnectApiFunction", stack) | {
             "SENDWELL_PUBLIC_BASE_URL": BASE_URL,

@@ -50,7 +50,6 @@ PRICE_PER_MILLION = {
     "write_units": Decimal("0.625"),  # DynamoDB on-demand write request units
     "read_units": Decimal("0.125"),  # DynamoDB on-demand read request units
     "sqs_fifo": Decimal("0.50"),  # SQS FIFO requests (per 64 KB chunk)
-    "sqs_standard": Decimal("0.40"),
     "kms": Decimal("30.0"),  # $0.03 per 10,000 requests
 }
 INBOXES = 50
@@ -85,7 +84,6 @@ def main() -> None:
                 "SesIdentity": "bench.example",
             },
         )
-        stack.refs["HttpApi"] = "local"
         for logical_id in resources_of_type(template, "AWS::Serverless::Function"):
             os.environ.update(function_environment(template, logical_id, stack))
         os.environ["SENDWELL_PUBLIC_BASE_URL"] = "https://sendwell.bench.example"
@@ -239,13 +237,12 @@ def main() -> None:
                     )
                 )
         tick = now + timedelta(days=1, minutes=1)
-        null_queue = SqsQueue(sqs, queue_url)
         # The queries alone, to separate moto's own work (in this process) from dispatch's.
         query_start = time.process_time()
         queried = sum(1 for _ in dispatch_service._due_steps(models, tick, 10_000))
         query_cpu = time.process_time() - query_start
         cpu_start = time.process_time()
-        report = dispatch_service.dispatch_due_steps(models, null_queue, now=tick, per_shard=10_000)
+        report = dispatch_service.dispatch_due_steps(models, queue, now=tick, per_shard=10_000)
         cpu = time.process_time() - cpu_start
         print(
             f"dispatch over {report.due} due steps ({queried} queried): enqueued {report.enqueued}, "

@@ -240,7 +240,6 @@ class LocalStack:
         session = boto3.Session(region_name=REGION)
         self.stack = create_resources(self.template, session, prefix="sendwell-local", parameters=self.parameters)
         session.client("ses").verify_domain_identity(Domain=self.parameters["SesIdentity"])
-        self.stack.refs["HttpApi"] = "local"
         functions = resources_of_type(self.template, "AWS::Serverless::Function")
         env: dict[str, str] = {}
         for logical_id in functions:

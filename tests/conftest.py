@@ -85,7 +85,6 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
     with mock_aws():
         session = boto3.Session(region_name=REGION)
         stack = create_resources(TEMPLATE, session, prefix="test", parameters=PARAMETERS)
-        stack.refs["HttpApi"] = "local"
         session.client("ses").verify_domain_identity(Domain=PARAMETERS["SesIdentity"])
         env: dict[str, str] = {}
         for logical_id in resources_of_type(TEMPLATE, "AWS::Serverless::Function"):

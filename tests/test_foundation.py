@@ -271,7 +271,7 @@ def test_local_stack_starts_serves_health_and_stops() -> None:
 
 
 def test_deployed_functions_read_the_api_url_from_the_ssm_parameter_the_template_writes(aws: Deployment) -> None:
-    from aws_lambda_powertools.utilities.parameters import get_parameter
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
 
     from sendwell.config import ConfigError, Settings
 
@@ -279,7 +279,9 @@ def test_deployed_functions_read_the_api_url_from_the_ssm_parameter_the_template
     parameter = deployed["SENDWELL_PUBLIC_BASE_URL_PARAMETER"]
     assert parameter == "/test/public-base-url"  # /<stack name>/public-base-url
     aws.client("ssm").put_parameter(Name=parameter, Type="String", Value="https://abc123.execute-api.example/")
-    settings = Settings.from_env({**deployed, "AWS_DEFAULT_REGION": "us-east-1"}, read_parameter=get_parameter)
+    # Powertools' SSM provider, as handlers use it (its own client: the default one is process-wide).
+    read = SSMProvider(boto3_client=aws.client("ssm")).get
+    settings = Settings.from_env({**deployed, "AWS_DEFAULT_REGION": "us-east-1"}, read_parameter=read)
     assert settings.public_base_url == "https://abc123.execute-api.example"
     with pytest.raises(ConfigError, match="SENDWELL_PUBLIC_BASE_URL"):
         Settings.from_env({**deployed, "AWS_DEFAULT_REGION": "us-east-1"})

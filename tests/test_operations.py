@@ -777,7 +777,6 @@ def story(sandbox: Sandbox, dovecot: DovecotServer) -> Iterator[Capture]:
         env.delenv("AWS_ENDPOINT_URL", raising=False)
         session = boto3.Session(region_name=REGION)
         stack = create_resources(TEMPLATE, session, prefix="ops", parameters=PARAMETERS)
-        stack.refs["HttpApi"] = "local"
         session.client("ses").verify_domain_identity(Domain=PARAMETERS["SesIdentity"])
         variables: dict[str, str] = {}
         for function in resources_of_type(TEMPLATE, "AWS::Serverless::Function"):

@@ -275,7 +275,6 @@ def deployment(sandbox: Sandbox) -> Iterator[Deployment]:
         env.delenv("AWS_ENDPOINT_URL", raising=False)
         session = boto3.Session(region_name=REGION)
         stack = create_resources(TEMPLATE, session, prefix="test", parameters=PARAMETERS)
-        stack.refs["HttpApi"] = "local"
         session.client("ses").verify_domain_identity(Domain=PARAMETERS["SesIdentity"])
         variables = function_environment(TEMPLATE, "ReconnectApiFunction", stack) | sandbox_environment(sandbox)
         variables["SENDWELL_PUBLIC_BASE_URL"] = PUBLIC_BASE_URL

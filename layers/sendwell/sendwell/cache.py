@@ -39,7 +39,3 @@ class TtlCache(Generic[K, V]):
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
         return value
-
-    def forget(self, key: K) -> None:
-        with self._lock:
-            self._entries.pop(key, None)

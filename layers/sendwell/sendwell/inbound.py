@@ -85,7 +85,10 @@ def classify_inbound(
         return _delivery_report_verdict(msg, recipients, text, is_ours)
 
     ours = _first_ours(_referenced_ids(msg), is_ours)
-    in_our_thread = bool(provider_thread_id and thread_is_ours and thread_is_ours(provider_thread_id))
+    # The thread lookup costs the caller a query: only ask when no Message-ID of ours settled it.
+    in_our_thread = ours is None and bool(
+        provider_thread_id and thread_is_ours and thread_is_ours(provider_thread_id)
+    )
     if _is_list_mail(msg) and ours is None and not in_our_thread:
         # Newsletters carry Precedence: bulk like autoresponders do; they answer nothing we sent.
         return InboundVerdict(InboundKind.OTHER)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from sendwell.adapters.tls import default_client_context
 from sendwell.classify import classify_imap_error
 from sendwell.failures import ProviderFailure
 from sendwell.inbound import InboundMessage
@@ -169,7 +170,7 @@ class ImapMailbox:
     def _session(self) -> imaplib.IMAP4:
         if self._client is None:
             context = self._ssl_context or (
-                ssl.create_default_context() if self._use_ssl or self._starttls else None
+                default_client_context() if self._use_ssl or self._starttls else None
             )
             client: imaplib.IMAP4
             if self._use_ssl:

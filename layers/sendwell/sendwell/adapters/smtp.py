@@ -12,6 +12,7 @@ import ssl
 from email.message import EmailMessage
 from typing import Literal
 
+from sendwell.adapters.tls import default_client_context
 from sendwell.classify import classify_smtp_error
 from sendwell.failures import ProviderFailure
 
@@ -42,7 +43,7 @@ class SmtpSender:
         self._oauth_token = oauth_token
         self._timeout = timeout
         self._local_hostname = local_hostname
-        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._ssl_context = ssl_context or default_client_context()
 
     def __repr__(self) -> str:  # the default would show the password or token
         return f"SmtpSender({self.host!r}, {self.port}, security={self.security!r}, user={self.username!r})"

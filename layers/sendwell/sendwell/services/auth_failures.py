@@ -29,6 +29,7 @@ from sendwell.failures import FailureKind
 from sendwell.models import POLL_SHARDS, Campaign, Inbox, InboxStatus, Models
 from sendwell.ports import AuthFailureReport, EventPublisher, Mailer
 from sendwell.services import activity, links, notices
+from sendwell.services.lookups import campaigns_on
 
 REMINDER_DELAYS = (timedelta(hours=24), timedelta(hours=72))
 DEGRADED_AFTER = timedelta(hours=24)
@@ -154,18 +155,13 @@ def _disconnect(ctx: IncidentContext, inbox: Inbox, report: AuthFailureReport, n
     return True
 
 
-def _campaigns_on(models: Models, inbox_id: str) -> list[Campaign]:
-    # Campaigns are few per workspace; a filtered scan beats an index paid on every campaign write.
-    return list(models.campaign.scan(models.campaign.inbox_ids.contains(inbox_id)))
-
-
 def _pause_campaigns(ctx: IncidentContext, inbox: Inbox, now: datetime) -> None:
     """Mark every campaign on the inbox "paused because the inbox is disconnected", and log why."""
 
     def pause() -> str:
         table = ctx.models.campaign
         affected: list[Campaign] = []
-        for campaign in _campaigns_on(ctx.models, inbox.inbox_id):
+        for campaign in campaigns_on(ctx.models, inbox.inbox_id):
             try:  # a set add: repeating it after a crash changes nothing
                 campaign.update(
                     actions=[table.disconnected_inbox_ids.add({inbox.inbox_id})],
@@ -200,7 +196,7 @@ def notify_incident(ctx: IncidentContext, inbox: Inbox, *, now: datetime, remind
     """Email the admins, the owner and the inbox itself (once each), and on the first notice
     (``reminder`` 0) publish ``inbox.disconnected``. Each email carries its own fresh link."""
     incident = inbox.incident_id
-    campaigns = _campaigns_on(ctx.models, inbox.inbox_id)
+    campaigns = campaigns_on(ctx.models, inbox.inbox_id)
     if reminder == 0:
         # First, so integrations hear of it even while SES refuses our emails (a sandboxed account).
         ctx.once.run(f"{incident}:sns", lambda: _publish_disconnected(ctx, inbox, campaigns))
@@ -252,7 +248,7 @@ def _send_disconnect_notice(
     except BaseException:
         # Nobody ever saw this link's token: take it out of the inbox's active links. The retry
         # creates a new one.
-        links.revoke(ctx.models, issued.link.link_id, inbox_id=inbox.inbox_id)
+        links.revoke_link(ctx.models, issued.link)
         raise
 
 

@@ -22,10 +22,11 @@ from datetime import datetime
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from sendwell.clock import epoch
-from sendwell.models import DUE_SHARDS, Campaign, Enrollment, Inbox, InboxStatus, Models
+from sendwell.models import DUE_SHARDS, Enrollment, Inbox, InboxStatus, Models
 from sendwell.pacing import SendingWindow, next_send_time
 from sendwell.ports import MessageQueue, QueuedMessage
 from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
+from sendwell.services.lookups import find_campaign
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,7 @@ def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, pe
         chosen = False
         for step in sorted(steps, key=lambda s: (s.due_at or 0, s.enrollment_id)):
             if step.campaign_id not in windows:
-                campaign = _campaign(models, step.campaign_id)
+                campaign = find_campaign(models, step.campaign_id)
                 windows[step.campaign_id] = campaign_window(campaign) if campaign else None
             window = windows[step.campaign_id]
             if window is None:
@@ -162,13 +163,6 @@ def _why_inbox_cannot_send(inbox: Inbox | None, now: datetime) -> str | None:
 def _inbox(models: Models, inbox_id: str) -> Inbox | None:
     try:
         return models.inbox.get(inbox_id)
-    except DoesNotExist:
-        return None
-
-
-def _campaign(models: Models, campaign_id: str) -> Campaign | None:
-    try:
-        return models.campaign.get(campaign_id)
     except DoesNotExist:
         return None
 

@@ -74,7 +74,7 @@ def create_link(
         raise ValueError("a link records who created it")
     if revoke_older:
         for older in active_links(models, inbox_id, now=now):
-            revoke(models, older.link_id, inbox_id=inbox_id)
+            revoke_link(models, older)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     expires = now + lifetime
     link = models.link(
@@ -150,16 +150,19 @@ def revoke(models: Models, link_id: str, *, inbox_id: str) -> bool:
     """Revoke an active link of ``inbox_id`` by its public id; False if none was active."""
     table = models.link
     for link in models.link.inbox_index.query(inbox_id, filter_condition=table.link_id == link_id):
-        try:
-            link.update(
-                actions=[table.state.set(LinkState.REVOKED.value)],
-                condition=table.state == LinkState.ACTIVE.value,
-            )
-        except UpdateError:
-            return False
-        return True
+        return revoke_link(models, link)
     return False
 
 
+def revoke_link(models: Models, link: ReconnectLink) -> bool:
+    """Revoke a link already in hand; False if it was no longer active."""
+    table = models.link
+    try:
+        link.update(actions=[table.state.set(LinkState.REVOKED.value)], condition=table.state == LinkState.ACTIVE.value)
+    except UpdateError:
+        return False
+    return True
+
+
 def revoke_all(models: Models, inbox_id: str, *, now: datetime) -> int:
-    return sum(revoke(models, link.link_id, inbox_id=inbox_id) for link in active_links(models, inbox_id, now=now))
+    return sum(revoke_link(models, link) for link in active_links(models, inbox_id, now=now))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -90,14 +91,22 @@ def poll_inbox(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime
         _on_poll_failure(ctx, inbox, error, now)
         return result
     result.fetched = len(messages)
+    # Several messages of a poll often share a thread: look each thread up once.
+    threads: dict[str, Enrollment | None] = {}
+
+    def thread_enrollment(thread_id: str) -> Enrollment | None:
+        if thread_id not in threads:
+            threads[thread_id] = _thread_enrollment(ctx.models, inbox, thread_id)
+        return threads[thread_id]
+
     for message in messages:
         verdict = classify_inbound(
             message.message,
             is_ours=lambda message_id: parse_step_message_id(message_id) is not None,
-            thread_is_ours=lambda thread: _thread_enrollment(ctx.models, inbox, thread) is not None,
+            thread_is_ours=lambda thread: thread_enrollment(thread) is not None,
             provider_thread_id=message.thread_id,
         )
-        result.outcomes[_apply(ctx, inbox, message, verdict, now)] += 1
+        result.outcomes[_apply(ctx, inbox, message, verdict, now, thread_enrollment)] += 1
     _save_cursor(ctx, inbox, cursor_before=inbox.poll_cursor, cursor_after=new_cursor, now=now)
     return result
 
@@ -138,7 +147,14 @@ def _on_poll_failure(ctx: PollContext, inbox: Inbox, error: ProviderFailure, now
 # ------------------------------------------------------------------------------------ verdicts
 
 
-def _apply(ctx: PollContext, inbox: Inbox, message: InboundMessage, verdict: InboundVerdict, now: datetime) -> str:
+def _apply(
+    ctx: PollContext,
+    inbox: Inbox,
+    message: InboundMessage,
+    verdict: InboundVerdict,
+    now: datetime,
+    thread_enrollment: Callable[[str], Enrollment | None],
+) -> str:
     kind = verdict.kind
     if kind is InboundKind.SENDER_LIMIT:
         until = now + (verdict.pause or DEFAULT_SENDER_LIMIT_PAUSE)
@@ -154,7 +170,7 @@ def _apply(ctx: PollContext, inbox: Inbox, message: InboundMessage, verdict: Inb
         return kind.value
     if kind is InboundKind.OTHER:
         return kind.value
-    enrollment = _enrollment_for(ctx.models, inbox, message, verdict)
+    enrollment = _enrollment_for(ctx.models, inbox, message, verdict, thread_enrollment)
     if enrollment is None:
         return "unmatched"
     if kind is InboundKind.REPLY:
@@ -188,7 +204,11 @@ def _apply(ctx: PollContext, inbox: Inbox, message: InboundMessage, verdict: Inb
 
 
 def _enrollment_for(
-    models: Models, inbox: Inbox, message: InboundMessage, verdict: InboundVerdict
+    models: Models,
+    inbox: Inbox,
+    message: InboundMessage,
+    verdict: InboundVerdict,
+    thread_enrollment: Callable[[str], Enrollment | None],
 ) -> Enrollment | None:
     if verdict.message_id:
         named = parse_step_message_id(verdict.message_id)
@@ -198,9 +218,7 @@ def _enrollment_for(
             except DoesNotExist:
                 return None
             return enrollment if enrollment.inbox_id == inbox.inbox_id else None
-    if message.thread_id:
-        return _thread_enrollment(models, inbox, message.thread_id)
-    return None
+    return thread_enrollment(message.thread_id) if message.thread_id else None
 
 
 def _thread_enrollment(models: Models, inbox: Inbox, thread_id: str) -> Enrollment | None:

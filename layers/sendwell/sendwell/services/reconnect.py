@@ -23,7 +23,6 @@ for it runs the same steps again, and every one of them is safe to repeat.
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 import json
 import re
@@ -58,6 +57,7 @@ from sendwell.ports import Cipher, Email, EventPublisher, Mailer
 from sendwell.services import activity, links, notices
 from sendwell.services.auth_failures import Once
 from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
+from sendwell.services.lookups import campaigns_on, find_campaign
 from sendwell.services.polling import PollContext, PollResult, poll_inbox, schedule_polling
 
 SESSION_LIFETIME = timedelta(hours=1)
@@ -295,7 +295,7 @@ def open_link(ctx: ReconnectContext, token: str, *, now: datetime) -> tuple[Open
     link = links.verify(ctx.models, token, now=now)
     cookie = secrets.token_urlsafe(32)
     ctx.models.session(
-        session_hash=_digest(cookie),
+        session_hash=links.token_hash(cookie),
         token_hash=link.token_hash,
         inbox_id=link.inbox_id,
         created_at=now,
@@ -310,7 +310,7 @@ def load_visit(ctx: ReconnectContext, cookie: str | None, *, now: datetime) -> V
     if not cookie or len(cookie) > 100:
         raise SessionMissing("no session cookie")
     try:
-        session = ctx.models.session.get(_digest(cookie), consistent_read=True)
+        session = ctx.models.session.get(links.token_hash(cookie), consistent_read=True)
     except DoesNotExist:
         raise SessionMissing("unknown session") from None
     if session.expires_ttl <= epoch(now):  # TTL deletes lazily: an expired row may still be there
@@ -414,7 +414,7 @@ def _complete(
             backlog = BacklogRelease(mode=BacklogMode.HOLD, held=True)
         _mark_connected(ctx, inbox, held=backlog.held, now=now)
         schedule_polling(models, inbox, now=now)
-    campaigns = _campaigns_on(models, inbox.inbox_id)
+    campaigns = campaigns_on(models, inbox.inbox_id)
     for campaign in campaigns:
         if campaign.disconnected_inbox_ids and inbox.inbox_id in campaign.disconnected_inbox_ids:
             campaign.update(actions=[models.campaign.disconnected_inbox_ids.delete({inbox.inbox_id})])
@@ -511,7 +511,7 @@ def release_backlog(models: Models, inbox: Inbox, mode: BacklogMode, *, now: dat
     due_now: list[tuple[Enrollment, Campaign]] = []
     for enrollment in _pending_enrollments(models, inbox.inbox_id):
         if enrollment.campaign_id not in campaigns:
-            campaigns[enrollment.campaign_id] = _campaign(models, enrollment.campaign_id)
+            campaigns[enrollment.campaign_id] = find_campaign(models, enrollment.campaign_id)
         campaign = campaigns[enrollment.campaign_id]
         if campaign is None:
             continue
@@ -615,18 +615,6 @@ def _pending_enrollments(models: Models, inbox_id: str) -> list[Enrollment]:
     return [e for e in found if e.state == EnrollmentState.ACTIVE and e.due_at is not None]
 
 
-def _campaign(models: Models, campaign_id: str) -> Campaign | None:
-    try:
-        return models.campaign.get(campaign_id)
-    except DoesNotExist:
-        return None
-
-
-def _campaigns_on(models: Models, inbox_id: str) -> list[Campaign]:
-    # Campaigns are few per workspace; a filtered scan beats an index paid on every campaign write.
-    return list(models.campaign.scan(models.campaign.inbox_ids.contains(inbox_id)))
-
-
 def _log_reconnect(ctx: ReconnectContext, result: Reconnected, campaigns: Sequence[Campaign], now: datetime) -> None:
     inbox, link = result.inbox, result.link
     details = {
@@ -725,10 +713,6 @@ def _usable_link(models: Models, token_hash: str, now: datetime) -> ReconnectLin
 
 def _flow_context(session: WebSession) -> dict[str, str]:
     return {"session": session.session_hash}
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def _json_bytes(value: Mapping[str, Any]) -> bytes:

@@ -131,7 +131,7 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
                 _release(models, inbox, claim, refund=True, now=now)
                 return Outcome.RECONCILED
         try:
-            message = _compose(ctx, campaign, enrollment, inbox, request.step_index, now)
+            message = _compose(ctx, campaign, enrollment, inbox, request.step_index, message_id, now)
         except (RenderError, MessageBuildError) as error:
             _stop_enrollment(models, enrollment, EnrollmentState.FAILED, str(error), now)
             _release(models, inbox, claim, refund=True, now=now)
@@ -233,7 +233,13 @@ def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, now: dat
 
 
 def _compose(
-    ctx: SendContext, campaign: Campaign, enrollment: Enrollment, inbox: Inbox, step_index: int, now: datetime
+    ctx: SendContext,
+    campaign: Campaign,
+    enrollment: Enrollment,
+    inbox: Inbox,
+    step_index: int,
+    message_id: str,
+    now: datetime,
 ) -> EmailMessage:
     """The step as an email; a follow-up threads under the messages before it, under their subject."""
     variables = {**{str(k): str(v) for k, v in enrollment.fields.as_dict().items()}, "email": enrollment.email}
@@ -254,7 +260,7 @@ def _compose(
         subject=subject,
         text=rendered.text,
         html=rendered.html,
-        message_id=step_message_id(enrollment.enrollment_id, step_index, inbox.address),
+        message_id=message_id,
         in_reply_to=earlier[-1] if earlier else None,
         references=earlier,
         unsubscribe_url=f"{ctx.unsubscribe_base_url}/{enrollment.enrollment_id}",
