@@ -38,13 +38,13 @@ from bench.aws_meter import metered  # noqa: E402
 from local.cfn import create_resources, function_environment, load_template, resources_of_type  # noqa: E402
 from local.sandbox import Sandbox  # noqa: E402
 from sendwell.adapters.aws import CachingCipher, KmsCipher, SnsPublisher, SqsAuthFailureReporter, SqsQueue  # noqa: E402
+from sendwell.adapters.credentials import CredentialStore  # noqa: E402
 from sendwell.adapters.mailboxes import ProviderMailboxes  # noqa: E402
 from sendwell.adapters.once import IdempotentRunner  # noqa: E402
 from sendwell.config import Settings  # noqa: E402
-from sendwell.credentials import CredentialStore  # noqa: E402
+from sendwell.ids import shard_for, step_message_id  # noqa: E402
 from sendwell.models import InboxStatus, bind_models  # noqa: E402
 from sendwell.services.polling import PollContext, poll_inbox  # noqa: E402
-from sendwell.services.sending import shard_for, step_message_id  # noqa: E402
 from tests.provider_sandbox import ProviderSandbox, mime  # noqa: E402
 
 

@@ -53,8 +53,8 @@ from local.cfn import create_resources, function_environment, load_template  # n
 from local.sandbox import Sandbox  # noqa: E402
 from local.stack import LambdaContext, http_event, http_routes, load_handler  # noqa: E402
 from sendwell.adapters.aws import KmsCipher  # noqa: E402
+from sendwell.adapters.credentials import CredentialStore  # noqa: E402
 from sendwell.config import Settings  # noqa: E402
-from sendwell.credentials import CredentialStore  # noqa: E402
 from sendwell.models import InboxStatus, Models, bind_models, new_step  # noqa: E402
 from sendwell.services import links  # noqa: E402
 

@@ -39,11 +39,11 @@ from local.imapserver import DovecotServer  # noqa: E402
 from local.mailserver import SmtpTestServer  # noqa: E402
 from local.stack import LambdaContext, load_handler  # noqa: E402
 from sendwell.adapters.aws import KmsCipher, SqsQueue  # noqa: E402
+from sendwell.adapters.credentials import CredentialStore  # noqa: E402
 from sendwell.config import Settings  # noqa: E402
-from sendwell.credentials import CredentialStore  # noqa: E402
+from sendwell.ids import shard_for  # noqa: E402
 from sendwell.models import InboxStatus, bind_models, new_step, new_window  # noqa: E402
 from sendwell.services import dispatch as dispatch_service  # noqa: E402
-from sendwell.services.sending import shard_for  # noqa: E402
 
 # On-demand prices, us-east-1, as published at the time of writing (USD).
 PRICE_PER_MILLION = {

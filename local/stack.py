@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -79,7 +80,15 @@ def load_handler(function_logical_id: str, template: Mapping[str, Any]) -> Handl
     """Import a function's handler module from its CodeUri by file path (names never collide)."""
     props = template["Resources"][function_logical_id]["Properties"]
     module_name, attribute = props["Handler"].rsplit(".", 1)
-    path = ROOT / props["CodeUri"] / f"{module_name}.py"
+    code = (ROOT / props["CodeUri"]).resolve()
+    path = code / f"{module_name}.py"
+    # As in Lambda, the function's folder is on the path (a handler imports its sibling modules by
+    # name), and each load is a fresh container: siblings loaded before are imported again.
+    if str(code) not in sys.path:
+        sys.path.insert(0, str(code))
+    for name, loaded in list(sys.modules.items()):
+        if Path(getattr(loaded, "__file__", None) or "/").resolve().parent == code:
+            del sys.modules[name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")

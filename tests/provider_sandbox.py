@@ -33,14 +33,14 @@ import requests
 
 from local.sandbox import GMAIL_READONLY, GMAIL_SEND, Sandbox
 from sendwell.adapters.aws import KmsCipher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.mailboxes import ProviderMailboxes
 from sendwell.config import OAuthClient, ProviderEndpoints, Settings
-from sendwell.credentials import CredentialStore
-from sendwell.inbound import InboundMessage
+from sendwell.ids import shard_for
 from sendwell.models import Inbox, InboxStatus, new_step
-from sendwell.ports import Mailbox, Mailboxes, SentReceipt
-from sendwell.services.dispatch import SendRequest
-from sendwell.services.sending import Outcome, SendContext, send_step, shard_for
+from sendwell.ports.mailbox import InboundMessage, Mailbox, Mailboxes, SentReceipt
+from sendwell.ports.messages import SendRequest
+from sendwell.services.sending import Outcome, SendContext, send_step
 from tests.conftest import Deployment
 
 GOOGLE_CLIENT_ID = "1234567890-sendwell.apps.googleusercontent.com"

@@ -1,6 +1,11 @@
 """Typed settings, read once at cold start from the function's environment.
 
-Handlers call :meth:`Settings.from_env` with ``os.environ``; nothing below the handlers reads the
+Each function's settings are composed of the parts it needs (``DispatchSettings`` has the tables
+and the send queue, nothing else), so a function reads only its own variables: dispatch needs no
+KMS key and never reads the public-URL parameter. ``Settings`` is every part at once, for the
+tools that see the whole deployment (the local stack, the CLI, tests and benchmarks).
+
+Handlers call ``load(SomeSettings, os.environ)``; nothing below the handlers reads the
 environment. Every missing or malformed variable is reported at once, so a bad deployment fails
 on its first invocation with one clear message instead of deep inside a send.
 """
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 from sendwell.models import TableNames
 
@@ -17,10 +23,29 @@ GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GMAIL_API_URL = "https://gmail.googleapis.com"
 GRAPH_API_URL = "https://graph.microsoft.com"
+MICROSOFT_AUTHORITY = "https://login.microsoftonline.com/common"
 
 
 class ConfigError(Exception):
     """The function's environment is incomplete or malformed."""
+
+
+class _Environment:
+    """Reads variables, collecting every missing one so they are reported together."""
+
+    def __init__(self, env: Mapping[str, str], read_parameter: Callable[[str], str] | None) -> None:
+        self.env = env
+        self.read_parameter = read_parameter
+        self.missing: list[str] = []
+
+    def need(self, name: str) -> str:
+        value = self.env.get(name, "").strip()
+        if not value:
+            self.missing.append(name)
+        return value
+
+    def optional(self, name: str, default: str) -> str:
+        return self.env.get(name, "").strip() or default
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +57,7 @@ class ProviderEndpoints:
     google_certs_url: str = GOOGLE_CERTS_URL
     gmail_api_url: str = GMAIL_API_URL
     graph_api_url: str = GRAPH_API_URL
-    microsoft_authority: str = "https://login.microsoftonline.com/common"
+    microsoft_authority: str = MICROSOFT_AUTHORITY
     # A CA bundle to trust (the local sandbox's); None means the system's trust store.
     ca_bundle: str | None = None
 
@@ -43,100 +68,204 @@ class OAuthClient:
     secret_parameter: str  # SSM parameter name; the secret itself is fetched with caching
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+# ---------------------------------------------------------------------------------------------
+# The parts. Each names its variables (``_VARIABLES``) or reads them (``_read``); ``load`` composes them.
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoreSettings:
+    """What every function has: where it runs and its tables."""
+
     stage: str
     region: str
     workspace_name: str
     tables: TableNames
+
+    @staticmethod
+    def _read(env: _Environment) -> dict[str, Any]:
+        return {
+            "stage": env.optional("SENDWELL_STAGE", "dev"),
+            "region": env.env.get("AWS_REGION") or env.need("AWS_DEFAULT_REGION"),
+            "workspace_name": env.optional("SENDWELL_WORKSPACE_NAME", "sendwell"),
+            "tables": TableNames(
+                inboxes=env.need("SENDWELL_INBOXES_TABLE"),
+                campaigns=env.need("SENDWELL_CAMPAIGNS_TABLE"),
+                enrollments=env.need("SENDWELL_ENROLLMENTS_TABLE"),
+                links=env.need("SENDWELL_LINKS_TABLE"),
+                sessions=env.need("SENDWELL_SESSIONS_TABLE"),
+                activity=env.need("SENDWELL_ACTIVITY_TABLE"),
+            ),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdempotencySettings:
     idempotency_table: str
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"idempotency_table": "SENDWELL_IDEMPOTENCY_TABLE"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendQueueSettings:
     send_queue_url: str
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"send_queue_url": "SENDWELL_SEND_QUEUE_URL"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthFailureQueueSettings:
     auth_failure_queue_url: str
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"auth_failure_queue_url": "SENDWELL_AUTH_FAILURE_QUEUE_URL"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventsSettings:
     inbox_events_topic_arn: str
-    credentials_key_id: str
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"inbox_events_topic_arn": "SENDWELL_INBOX_EVENTS_TOPIC_ARN"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CredentialsSettings:
+    credentials_key_id: str  # the KMS key inbox credentials are encrypted with
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"credentials_key_id": "SENDWELL_CREDENTIALS_KEY_ID"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicUrlSettings:
+    """The public API's base URL: given directly (local runs, tests) or, when deployed, as the name
+    of the SSM parameter the template writes the API's URL to."""
+
     public_base_url: str
+
+    @staticmethod
+    def _read(env: _Environment) -> dict[str, Any]:
+        direct = env.env.get("SENDWELL_PUBLIC_BASE_URL", "").strip()
+        parameter = env.env.get("SENDWELL_PUBLIC_BASE_URL_PARAMETER", "").strip()
+        if direct:
+            url = direct.rstrip("/")
+        elif parameter and env.read_parameter is not None:
+            url = str(env.read_parameter(parameter)).strip().rstrip("/")
+        else:
+            env.missing.append("SENDWELL_PUBLIC_BASE_URL (or SENDWELL_PUBLIC_BASE_URL_PARAMETER)")
+            return {"public_base_url": ""}
+        if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ConfigError("SENDWELL_PUBLIC_BASE_URL must be https (plain http only for a local run)")
+        return {"public_base_url": url}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoticeSettings:
+    """Who notices go to and come from."""
+
     admin_emails: tuple[str, ...]
     sender_address: str
-    google: OAuthClient
-    microsoft: OAuthClient
-    endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)
     # Local runs only: where notices are also written as .eml files for people to open.
     outbox_dir: str | None = None
 
+    @staticmethod
+    def _read(env: _Environment) -> dict[str, Any]:
+        admins = env.env.get("SENDWELL_ADMIN_EMAILS", "").split(",")
+        return {
+            "admin_emails": tuple(a.strip() for a in admins if a.strip()),
+            "sender_address": env.need("SENDWELL_SENDER_ADDRESS"),
+            "outbox_dir": env.env.get("SENDWELL_LOCAL_OUTBOX_DIR") or None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderSettings:
+    """Our OAuth clients at Google and Microsoft, and where the providers are."""
+
+    google: OAuthClient
+    microsoft: OAuthClient
+    endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)
+
+    @staticmethod
+    def _read(env: _Environment) -> dict[str, Any]:
+        def client(name: str, default_parameter: str) -> OAuthClient:
+            return OAuthClient(
+                client_id=env.optional(f"SENDWELL_{name}_CLIENT_ID", ""),
+                secret_parameter=env.optional(f"SENDWELL_{name}_CLIENT_SECRET_PARAMETER", default_parameter),
+            )
+
+        return {
+            "google": client("GOOGLE", "/sendwell/google-client-secret"),
+            "microsoft": client("MICROSOFT", "/sendwell/microsoft-client-secret"),
+            "endpoints": ProviderEndpoints(
+                google_auth_url=env.optional("SENDWELL_GOOGLE_AUTH_URL", GOOGLE_AUTH_URL),
+                google_token_url=env.optional("SENDWELL_GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL),
+                google_certs_url=env.optional("SENDWELL_GOOGLE_CERTS_URL", GOOGLE_CERTS_URL),
+                gmail_api_url=env.optional("SENDWELL_GMAIL_API_URL", GMAIL_API_URL).rstrip("/"),
+                graph_api_url=env.optional("SENDWELL_GRAPH_API_URL", GRAPH_API_URL).rstrip("/"),
+                microsoft_authority=env.optional("SENDWELL_MICROSOFT_AUTHORITY", MICROSOFT_AUTHORITY).rstrip("/"),
+                ca_bundle=env.env.get("SENDWELL_CA_BUNDLE") or None,
+            ),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Each function's settings: the parts it needs.
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchSettings(CoreSettings, SendQueueSettings):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendSettings(
+    CoreSettings, SendQueueSettings, AuthFailureQueueSettings, CredentialsSettings, PublicUrlSettings, ProviderSettings
+):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollSettings(
+    CoreSettings, AuthFailureQueueSettings, EventsSettings, IdempotencySettings, CredentialsSettings, ProviderSettings
+):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class IncidentSettings(CoreSettings, EventsSettings, IdempotencySettings, NoticeSettings, PublicUrlSettings):
+    """The auth-failure handler and the reminders function: incidents and their notices."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconnectSettings(PollSettings, IncidentSettings):
+    """The public reconnect API: sign-in, the catch-up poll, and the notices of a reconnect."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdminSettings(CoreSettings, PublicUrlSettings):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(ReconnectSettings, SendQueueSettings):
+    """Every part: the whole deployment, for the local stack, the CLI, tests and benchmarks."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, read_parameter: Callable[[str], str] | None = None) -> Settings:
-        """Settings from a function's environment; ``read_parameter`` reads SSM parameters named there.
-
-        The public base URL is given directly (local runs, tests) or, when deployed, as the name of
-        the SSM parameter the template writes the API's URL to.
-        """
-        missing: list[str] = []
-
-        def need(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                missing.append(name)
-            return value
-
-        def optional(name: str, default: str) -> str:
-            return env.get(name, "").strip() or default
-
-        settings = cls(
-            stage=optional("SENDWELL_STAGE", "dev"),
-            region=env.get("AWS_REGION") or need("AWS_DEFAULT_REGION"),
-            workspace_name=optional("SENDWELL_WORKSPACE_NAME", "sendwell"),
-            tables=TableNames(
-                inboxes=need("SENDWELL_INBOXES_TABLE"),
-                campaigns=need("SENDWELL_CAMPAIGNS_TABLE"),
-                enrollments=need("SENDWELL_ENROLLMENTS_TABLE"),
-                links=need("SENDWELL_LINKS_TABLE"),
-                sessions=need("SENDWELL_SESSIONS_TABLE"),
-                activity=need("SENDWELL_ACTIVITY_TABLE"),
-            ),
-            idempotency_table=need("SENDWELL_IDEMPOTENCY_TABLE"),
-            send_queue_url=need("SENDWELL_SEND_QUEUE_URL"),
-            auth_failure_queue_url=need("SENDWELL_AUTH_FAILURE_QUEUE_URL"),
-            inbox_events_topic_arn=need("SENDWELL_INBOX_EVENTS_TOPIC_ARN"),
-            credentials_key_id=need("SENDWELL_CREDENTIALS_KEY_ID"),
-            public_base_url=_public_base_url(env, read_parameter, missing),
-            admin_emails=tuple(a.strip() for a in env.get("SENDWELL_ADMIN_EMAILS", "").split(",") if a.strip()),
-            sender_address=need("SENDWELL_SENDER_ADDRESS"),
-            google=OAuthClient(
-                client_id=optional("SENDWELL_GOOGLE_CLIENT_ID", ""),
-                secret_parameter=optional("SENDWELL_GOOGLE_CLIENT_SECRET_PARAMETER", "/sendwell/google-client-secret"),
-            ),
-            microsoft=OAuthClient(
-                client_id=optional("SENDWELL_MICROSOFT_CLIENT_ID", ""),
-                secret_parameter=optional(
-                    "SENDWELL_MICROSOFT_CLIENT_SECRET_PARAMETER", "/sendwell/microsoft-client-secret"
-                ),
-            ),
-            endpoints=ProviderEndpoints(
-                google_auth_url=optional("SENDWELL_GOOGLE_AUTH_URL", GOOGLE_AUTH_URL),
-                google_token_url=optional("SENDWELL_GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL),
-                google_certs_url=optional("SENDWELL_GOOGLE_CERTS_URL", GOOGLE_CERTS_URL),
-                gmail_api_url=optional("SENDWELL_GMAIL_API_URL", GMAIL_API_URL).rstrip("/"),
-                graph_api_url=optional("SENDWELL_GRAPH_API_URL", GRAPH_API_URL).rstrip("/"),
-                microsoft_authority=optional(
-                    "SENDWELL_MICROSOFT_AUTHORITY", "https://login.microsoftonline.com/common"
-                ).rstrip("/"),
-                ca_bundle=env.get("SENDWELL_CA_BUNDLE") or None,
-            ),
-            outbox_dir=env.get("SENDWELL_LOCAL_OUTBOX_DIR") or None,
-        )
-        if missing:
-            raise ConfigError("missing environment variables: " + ", ".join(sorted(set(missing))))
-        if not settings.public_base_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-            raise ConfigError("SENDWELL_PUBLIC_BASE_URL must be https (plain http only for a local run)")
-        return settings
+        return load(cls, env, read_parameter=read_parameter)
 
 
-def _public_base_url(env: Mapping[str, str], read_parameter: Callable[[str], str] | None, missing: list[str]) -> str:
-    direct = env.get("SENDWELL_PUBLIC_BASE_URL", "").strip()
-    parameter = env.get("SENDWELL_PUBLIC_BASE_URL_PARAMETER", "").strip()
-    if direct:
-        return direct.rstrip("/")
-    if parameter and read_parameter is not None:
-        return str(read_parameter(parameter)).strip().rstrip("/")
-    missing.append("SENDWELL_PUBLIC_BASE_URL (or SENDWELL_PUBLIC_BASE_URL_PARAMETER)")
-    return ""
+S = TypeVar("S", bound=CoreSettings)
+
+
+def load(cls: type[S], env: Mapping[str, str], *, read_parameter: Callable[[str], str] | None = None) -> S:
+    """``cls``'s settings from a function's environment; ``read_parameter`` reads SSM parameters."""
+    environment = _Environment(env, read_parameter)
+    values: dict[str, Any] = {}
+    for part in reversed(cls.__mro__):
+        # A part names its required variables (``_VARIABLES``) or reads them itself (``_read``).
+        values |= {name: environment.need(variable) for name, variable in part.__dict__.get("_VARIABLES", {}).items()}
+        read = part.__dict__.get("_read")
+        if isinstance(read, staticmethod):
+            values |= read.__func__(environment)
+    if environment.missing:
+        raise ConfigError("missing environment variables: " + ", ".join(sorted(set(environment.missing))))
+    return cls(**values)

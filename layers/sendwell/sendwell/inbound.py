@@ -20,7 +20,7 @@ from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
-from email.parser import BytesParser, HeaderParser
+from email.parser import HeaderParser
 from email.utils import parseaddr
 from html.parser import HTMLParser
 
@@ -32,19 +32,6 @@ class InboundKind(enum.StrEnum):
     AUTO_REPLY = "auto_reply"  # out-of-office, autoresponder, read receipt
     SENDER_LIMIT = "sender_limit"  # our own inbox is over a provider sending limit
     OTHER = "other"
-
-
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    provider_id: str  # IMAP UID, Gmail message id, Graph message id
-    raw: bytes
-    message: EmailMessage
-    thread_id: str | None = None  # provider thread id where there is one (Gmail threadId...)
-
-    @classmethod
-    def parse(cls, provider_id: str, raw: bytes, *, thread_id: str | None = None) -> InboundMessage:
-        message = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(raw)
-        return cls(provider_id=provider_id, raw=raw, message=message, thread_id=thread_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from sendwell.failures import FailureKind
-from sendwell.ports import Email, Mailer
+from sendwell.ports.platform import Email, Mailer
 
 NAMESPACE = "Sendwell"  # POWERTOOLS_METRICS_NAMESPACE in template.yaml
 REDACTED = "[REDACTED]"

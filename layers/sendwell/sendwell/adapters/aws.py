@@ -1,4 +1,4 @@
-"""Thin adapters over SQS, SNS, SES and KMS. Clients are created by the handler, once."""
+"""Thin adapters over SQS, SNS, SES and KMS. Their boto3 clients are created once, in ``sendwell.wiring``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from sendwell.cache import TtlCache
-from sendwell.ports import AuthFailureReport, Email, QueuedMessage
+from sendwell.ports.messages import AuthFailureReport, QueuedMessage
+from sendwell.ports.platform import Email
 
 SQS_BATCH_LIMIT = 10
+MAX_VISIBILITY_SECONDS = 43_200
 
 
 class QueueDeliveryError(Exception):
@@ -40,6 +42,13 @@ class SqsQueue:
             if response.get("Failed"):
                 codes = sorted({failure["Code"] for failure in response["Failed"]})
                 raise QueueDeliveryError(f"{len(response['Failed'])} messages refused: {', '.join(codes)}")
+
+
+    def retry_in(self, receipt_handle: str, seconds: int) -> None:
+        """Bring a received message back in ``seconds`` (SQS allows at most 12 hours)."""
+        self._client.change_message_visibility(
+            QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=min(seconds, MAX_VISIBILITY_SECONDS)
+        )
 
 
 class SnsPublisher:

@@ -37,9 +37,8 @@ from sendwell.classify import (
     classify_google_transport_error,
 )
 from sendwell.failures import ProviderFailure
-from sendwell.inbound import InboundMessage
 from sendwell.mime import to_gmail_raw
-from sendwell.ports import SentReceipt
+from sendwell.ports.mailbox import InboundMessage, SentReceipt
 
 API_PATH = "/gmail/v1/users/me"
 # A resync fetches at most this many messages (the newest): enough for days of replies, bounded

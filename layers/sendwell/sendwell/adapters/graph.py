@@ -39,9 +39,8 @@ from sendwell.classify import (
     classify_msal_result,
 )
 from sendwell.failures import ProviderFailure
-from sendwell.inbound import InboundMessage
 from sendwell.mime import to_bytes
-from sendwell.ports import SentReceipt
+from sendwell.ports.mailbox import InboundMessage, SentReceipt
 
 API_VERSION = "/v1.0"
 GRAPH_SCOPES = ("https://graph.microsoft.com/Mail.Send", "https://graph.microsoft.com/Mail.Read")

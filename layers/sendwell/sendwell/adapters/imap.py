@@ -26,7 +26,7 @@ from typing import Any, Self
 from sendwell.adapters.tls import default_client_context
 from sendwell.classify import classify_imap_error
 from sendwell.failures import ProviderFailure
-from sendwell.inbound import InboundMessage
+from sendwell.ports.mailbox import InboundMessage
 
 INBOX = "INBOX"
 # Where providers put sent mail when the server does not flag it \Sent (RFC 6154), most common first.

@@ -18,16 +18,16 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import ClientError
 
+from sendwell.adapters.credentials import CredentialStore, StaleCredentials
 from sendwell.adapters.gmail import GmailMailbox
 from sendwell.adapters.graph import GraphMailbox, MicrosoftTokens
 from sendwell.adapters.imap import ImapCursor, ImapMailbox
 from sendwell.adapters.smtp import SmtpSender
-from sendwell.config import OAuthClient, Settings
-from sendwell.credentials import CredentialStore, StaleCredentials
+from sendwell.config import OAuthClient, ProviderSettings
 from sendwell.failures import Failure, FailureKind, Provider, ProviderFailure
-from sendwell.inbound import InboundMessage
 from sendwell.models import Inbox, Models
-from sendwell.ports import Cipher, Mailbox, SecretSource, SentReceipt
+from sendwell.ports.mailbox import InboundMessage, Mailbox, SentReceipt
+from sendwell.ports.platform import Cipher, SecretSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,12 @@ class ProviderMailboxes:
     """Builds the ``Mailbox`` of an inbox; one per function, sharing one HTTP session (and pool)."""
 
     def __init__(
-        self, settings: Settings, store: CredentialStore, *, secrets: SecretSource | None = None, timeout: float = 20.0
+        self,
+        settings: ProviderSettings,
+        store: CredentialStore,
+        *,
+        secrets: SecretSource | None = None,
+        timeout: float = 20.0,
     ) -> None:
         """``secrets`` holds the OAuth client secrets; without it only custom inboxes can be opened."""
         self._settings = settings
@@ -74,7 +79,7 @@ class ProviderMailboxes:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, models: Models, cipher: Cipher, secrets: SecretSource
+        cls, settings: ProviderSettings, models: Models, cipher: Cipher, secrets: SecretSource
     ) -> ProviderMailboxes:
         return cls(settings, CredentialStore(models, cipher), secrets=secrets)
 

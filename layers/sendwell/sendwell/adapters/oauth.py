@@ -41,8 +41,8 @@ from sendwell.adapters.smtp import Security, SmtpSender
 from sendwell.config import OAuthClient, ProviderEndpoints
 from sendwell.failures import ProviderFailure
 from sendwell.models import Inbox
-from sendwell.ports import SecretSource
-from sendwell.services.reconnect import (
+from sendwell.ports.platform import SecretSource
+from sendwell.ports.signin import (
     AuthorizationFailed,
     AuthorizationRequest,
     ConsentDeclined,

@@ -7,44 +7,34 @@ campaigns, each notice, the SNS event, the log entries - runs through ``Once`` k
 incident, so whichever report comes next (the winner's own redelivery included) finishes what a
 failed SES or SNS call left undone, and nothing is ever done twice.
 
-The scheduled reminders function calls :func:`due_for_attention` and :func:`attend`: reminders
-while an inbox stays disconnected, and one "degraded" notice when an inbox has failed with
-transient errors for a long time (polls and sends start that watch with :func:`degraded_watch`).
+Reminders and the "degraded" notice are the reminders function's work (``services.attention``).
 """
 
 from __future__ import annotations
 
 import enum
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.expressions.update import Action
 
 from sendwell.clock import epoch
 from sendwell.failures import FailureKind
-from sendwell.models import POLL_SHARDS, Campaign, Inbox, InboxStatus, Models
-from sendwell.ports import AuthFailureReport, EventPublisher, Mailer
+from sendwell.models import Campaign, Inbox, InboxStatus, Models
+from sendwell.ports.messages import AuthFailureReport
+from sendwell.ports.platform import EventPublisher, Mailer, Once
 from sendwell.services import activity, links, notices
+from sendwell.services.inbox_health import ATTENTION_SHARDS, DEGRADED_AFTER
 from sendwell.services.lookups import campaigns_on
 
 REMINDER_DELAYS = (timedelta(hours=24), timedelta(hours=72))
-DEGRADED_AFTER = timedelta(hours=24)
 # A report about an inbox already disconnected finishes that incident's notices only this long
 # after the failure. It is far longer than SQS redelivers a message (5 receives) and far shorter
 # than the idempotency records live, so a report redriven from the DLQ weeks later can't send a
 # notice again after its record has expired. (Reminders go out regardless.)
 NOTICE_RETRY_WINDOW = timedelta(days=3)
-# The attention index is spread over partitions like the poll index.
-ATTENTION_SHARDS = POLL_SHARDS
-
-
-class Once(Protocol):
-    def run(self, key: str, action: Callable[[], str]) -> str:
-        """Run ``action`` at most once per ``key`` (a failed run may be retried)."""
 
 
 class Verdict(enum.StrEnum):
@@ -52,14 +42,6 @@ class Verdict(enum.StrEnum):
     ABSORBED = "absorbed"  # the inbox was already disconnected (or not connected)
     APP_CONFIG = "app_config"  # ops notified; no inbox touched
     IGNORED = "ignored"  # transient, unknown inbox, or older than the inbox's last reconnect
-
-
-class Attention(enum.StrEnum):
-    REMINDED = "reminded"
-    DEGRADED = "degraded"
-    RESCHEDULED = "rescheduled"  # looked at too early: due again later
-    CLEARED = "cleared"  # nothing (more) to say: taken off the attention index
-    SKIPPED = "skipped"  # changed while we looked (reconnected, another run): nothing done
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,116 +268,3 @@ def _notify_app_config(ctx: IncidentContext, report: AuthFailureReport, now: dat
         to=ctx.admin_emails,
     )
     ctx.once.run(f"app_config:{report.provider}:{report.code}:{now:%Y-%m-%dT%H}", lambda: ctx.mailer.send(email))
-
-
-# ------------------------------------------------------------------------------------ attention
-
-
-def degraded_watch(table: type[Inbox], *, now: datetime, after: timedelta = DEGRADED_AFTER) -> list[Action]:
-    """Update actions for the first transient failure of a spell (``transient_since`` unset).
-
-    Polls and sends add these to their own update; a success removes ``transient_since`` (the
-    reminders function then takes the inbox off the attention index by itself).
-    """
-    return [
-        table.transient_since.set(now),
-        table.attention_shard.set(str(secrets.randbelow(ATTENTION_SHARDS))),
-        table.attention_at.set(epoch(now + after)),
-    ]
-
-
-def due_for_attention(models: Models, *, now: datetime, limit: int = 200) -> list[str]:
-    """Ids of inboxes whose reminder or degraded check is due (the sparse attention index)."""
-    table = models.inbox
-    return [
-        key.inbox_id
-        for shard in range(ATTENTION_SHARDS)
-        for key in table.attention_index.query(str(shard), table.attention_at <= epoch(now), limit=limit)
-    ]
-
-
-def attend(ctx: IncidentContext, inbox_id: str, *, now: datetime) -> Attention:
-    """Send what is due for one inbox. Status is read again here: a reconnect stops reminders."""
-    try:
-        inbox = ctx.models.inbox.get(inbox_id, consistent_read=True)
-    except DoesNotExist:
-        return Attention.SKIPPED
-    if inbox.attention_at is None or inbox.attention_at > epoch(now):
-        return Attention.SKIPPED
-    if inbox.status == InboxStatus.DISCONNECTED and inbox.incident_id:
-        return _remind(ctx, inbox, now)
-    if inbox.status == InboxStatus.CONNECTED and inbox.transient_since is not None and not inbox.degraded_notified:
-        return _report_degraded(ctx, inbox, inbox.transient_since, now)
-    return _clear_attention(ctx, inbox)
-
-
-def _remind(ctx: IncidentContext, inbox: Inbox, now: datetime) -> Attention:
-    table = ctx.models.inbox
-    sent = int(inbox.reminders_sent)
-    delays = ctx.reminder_delays
-    if sent >= len(delays):
-        return _clear_attention(ctx, inbox)
-    number = sent + 1
-    # Send first (once per incident, reminder and recipient), then advance: a failed send leaves
-    # the reminder due, and the next run sends only what is missing.
-    notify_incident(ctx, inbox, now=now, reminder=number)
-    actions: list[Action] = [table.reminders_sent.set(number)]
-    if number < len(delays):
-        gap = delays[number] - delays[number - 1]
-        actions.append(table.attention_at.set(int(inbox.attention_at or epoch(now)) + int(gap.total_seconds())))
-    else:
-        actions += [table.attention_shard.remove(), table.attention_at.remove()]
-    condition = (
-        (table.status == InboxStatus.DISCONNECTED.value)
-        & (table.incident_id == inbox.incident_id)
-        & (table.reminders_sent == sent)
-    )
-    try:
-        inbox.update(actions=actions, condition=condition)
-    except UpdateError:
-        return Attention.SKIPPED  # reconnected, or another run advanced it
-    return Attention.REMINDED
-
-
-def _report_degraded(ctx: IncidentContext, inbox: Inbox, since: datetime, now: datetime) -> Attention:
-    table = ctx.models.inbox
-    same_spell = (table.status == InboxStatus.CONNECTED.value) & (table.transient_since == since)
-    due = since + ctx.degraded_after
-    if due > now:
-        try:
-            inbox.update(actions=[table.attention_at.set(epoch(due))], condition=same_spell)
-        except UpdateError:
-            return Attention.SKIPPED
-        return Attention.RESCHEDULED
-    if ctx.admin_emails:
-        email = notices.degraded(workspace=ctx.workspace_name, inbox=inbox, since=since, to=ctx.admin_emails)
-        ctx.once.run(f"degraded:{inbox.inbox_id}:{epoch(since)}", lambda: ctx.mailer.send(email))
-    try:
-        inbox.update(
-            actions=[table.degraded_notified.set(True), table.attention_shard.remove(), table.attention_at.remove()],
-            condition=same_spell,
-        )
-    except UpdateError:
-        return Attention.SKIPPED  # it recovered (or disconnected) meanwhile
-    activity.record(
-        ctx.models,
-        now=now,
-        kind="inbox.degraded",
-        message=f"Every attempt to reach the provider has failed with temporary errors since {since:%Y-%m-%d %H:%M} "
-        "UTC; the inbox stays connected and keeps retrying. Admins were notified.",
-        inbox_id=inbox.inbox_id,
-        dedup=f"degraded.{epoch(since)}",
-    )
-    return Attention.DEGRADED
-
-
-def _clear_attention(ctx: IncidentContext, inbox: Inbox) -> Attention:
-    table = ctx.models.inbox
-    try:
-        inbox.update(
-            actions=[table.attention_shard.remove(), table.attention_at.remove()],
-            condition=table.attention_at == inbox.attention_at,  # not one set meanwhile for a new reason
-        )
-    except UpdateError:
-        return Attention.SKIPPED
-    return Attention.CLEARED

@@ -12,13 +12,13 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist
 
 from sendwell.clock import epoch
+from sendwell.ids import shard_for
 from sendwell.mime import has_control_chars
 from sendwell.models import Campaign, Enrollment, EnrollmentState, Models, new_step, new_window
 from sendwell.pacing import SendingWindow
 from sendwell.prospects import Prospect, ProspectImportError, RowError, parse_prospects_csv
 from sendwell.render import RenderError, required_variables
 from sendwell.services import activity
-from sendwell.services.sending import shard_for
 
 MAX_STEPS = 20
 ALWAYS_AVAILABLE = {"email"}  # variables every enrollment has, whatever the CSV

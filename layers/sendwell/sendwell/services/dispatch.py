@@ -13,10 +13,9 @@ claim is the second guard, for ticks more than the FIFO deduplication window apa
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
@@ -24,48 +23,10 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 from sendwell.clock import epoch
 from sendwell.models import DUE_SHARDS, Enrollment, Inbox, InboxStatus, Models
 from sendwell.pacing import SendingWindow, next_send_time
-from sendwell.ports import MessageQueue, QueuedMessage
+from sendwell.ports.messages import QueuedMessage, SendRequest
+from sendwell.ports.platform import MessageQueue
 from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
 from sendwell.services.lookups import find_campaign
-
-
-@dataclass(frozen=True, slots=True)
-class SendRequest:
-    """The body of one send-queue message."""
-
-    enrollment_id: str
-    step_index: int
-    inbox_id: str
-    # The inbox's pacing as dispatch saw it, so the send function's claim needs no read.
-    local_day: str  # the inbox's local date (its daily cap counts per local day)
-    min_gap_seconds: int
-    # For the send function's logs (campaign, and the Message-ID derived from the inbox's address);
-    # empty in messages enqueued before they were added.
-    campaign_id: str = ""
-    inbox_address: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, body: str) -> SendRequest:
-        data = json.loads(body)
-        return cls(
-            enrollment_id=str(data["enrollment_id"]),
-            step_index=int(data["step_index"]),
-            inbox_id=str(data["inbox_id"]),
-            local_day=str(data["local_day"]),
-            min_gap_seconds=int(data["min_gap_seconds"]),
-            campaign_id=str(data.get("campaign_id", "")),
-            inbox_address=str(data.get("inbox_address", "")),
-        )
-
-    def to_message(self) -> QueuedMessage:
-        return QueuedMessage(
-            body=self.to_json(),
-            group_id=self.inbox_id,
-            deduplication_id=f"{self.enrollment_id}-{self.step_index}",
-        )
 
 
 @dataclass

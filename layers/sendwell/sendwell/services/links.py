@@ -12,6 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
@@ -29,6 +30,10 @@ TTL_GRACE = timedelta(days=30)
 
 class LinkError(Exception):
     """Base: a link can't be used. Subclasses say why, for the page the holder sees."""
+
+
+class InvalidLinkRequest(LinkError, ValueError):
+    """The link asked for can't be made (its lifetime is out of range, no creator is named)."""
 
 
 class LinkInvalid(LinkError):
@@ -69,9 +74,9 @@ def create_link(
     revoke_older: bool = False,
 ) -> IssuedLink:
     if not timedelta(minutes=5) <= lifetime <= MAX_LIFETIME:
-        raise ValueError("a link lives between 5 minutes and 30 days")
+        raise InvalidLinkRequest("a link lives between 5 minutes and 30 days")
     if not created_by.strip():
-        raise ValueError("a link records who created it")
+        raise InvalidLinkRequest("a link records who created it")
     if revoke_older:
         for older in active_links(models, inbox_id, now=now):
             revoke_link(models, older)
@@ -90,6 +95,19 @@ def create_link(
     )
     link.save(condition=models.link.token_hash.does_not_exist())
     return IssuedLink(token=token, link=link)
+
+
+def describe(link: ReconnectLink) -> dict[str, Any]:
+    """A link as the admin API and CLI show it (never its token: only its hash is stored)."""
+    return {
+        "link_id": link.link_id,
+        "inbox_id": link.inbox_id,
+        "state": link.state,
+        "created_by": link.created_by,
+        "created_at": link.created_at.isoformat(),
+        "expires_at": link.expires_at.isoformat(),
+        "backlog_mode": link.backlog_mode,
+    }
 
 
 def verify(models: Models, token: str, *, now: datetime) -> ReconnectLink:

@@ -8,6 +8,7 @@ reason and fix) or from fields an admin entered, and every HTML value is escaped
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 import jinja2
 
 from sendwell.models import Inbox
-from sendwell.ports import Email
+from sendwell.ports.platform import Email
 
 # Module-level but immutable: the loader and options are fixed at import; rendering is pure.
 _HTML = jinja2.Environment(
@@ -37,7 +38,7 @@ _TEXT = jinja2.Environment(
 
 PROVIDER_NAMES = {"gmail": "Google", "outlook": "Microsoft 365", "custom": "your mail server"}
 UNKNOWN_REASON = "The provider refused sendwell's access to this inbox"
-_DATE = "%d %B %Y at %H:%M UTC"
+DATE = "%d %B %Y at %H:%M UTC"
 
 
 class Role(enum.StrEnum):
@@ -69,6 +70,21 @@ def recipients(admin_emails: Iterable[str], inbox: Inbox) -> list[Recipient]:
     return out
 
 
+def creator_addresses(created_by: str, admin_emails: Iterable[str]) -> list[str]:
+    """Where to tell a link's creator: their address, or the admins when an IAM principal or the
+    CLI made it (an ARN has no mailbox); nobody for links that a notice made for its reader."""
+    if created_by.startswith("notice:"):
+        return []
+    if re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", created_by):
+        return [created_by.lower()]
+    return [a.lower() for a in admin_emails]
+
+
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """ "1 message", "3 messages", "2 replies": for summaries in notices and logs."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def provider_name(provider: str) -> str:
     return PROVIDER_NAMES.get(provider, provider)
 
@@ -91,7 +107,7 @@ def disconnected(
         else f"Action needed: {inbox.address} was disconnected"
     )
     is_admin = recipient.role is Role.ADMIN
-    return _compose(
+    return compose(
         "disconnected",
         to=[recipient.address],
         subject=subject,
@@ -107,10 +123,10 @@ def disconnected(
             "is_admin": is_admin,
             "admin_contact": ", ".join(admin_emails),
             "reconnect_url": reconnect_url,
-            "expires": link_expires.strftime(_DATE),
+            "expires": link_expires.strftime(DATE),
             "campaigns": list(campaigns),
             "reminder": reminder,
-            "failed_at": inbox.failed_at.strftime(_DATE) if inbox.failed_at else "",
+            "failed_at": inbox.failed_at.strftime(DATE) if inbox.failed_at else "",
         },
     )
 
@@ -118,7 +134,7 @@ def disconnected(
 def app_config(*, workspace: str, provider: str, code: str, reason: str, fix: str, to: Sequence[str]) -> Email:
     """The ops notice: our OAuth app is misconfigured; no inbox was disconnected."""
     name = provider_name(provider)
-    return _compose(
+    return compose(
         "app_config",
         to=to,
         subject=f"Action needed: the {name} app configuration is failing",
@@ -134,7 +150,7 @@ def app_config(*, workspace: str, provider: str, code: str, reason: str, fix: st
 
 def degraded(*, workspace: str, inbox: Inbox, since: datetime, to: Sequence[str]) -> Email:
     """Every attempt has failed with temporary errors for a long time; the inbox stays connected."""
-    return _compose(
+    return compose(
         "degraded",
         to=to,
         subject=f"{inbox.address} is having trouble reaching {provider_name(inbox.provider)}",
@@ -143,12 +159,12 @@ def degraded(*, workspace: str, inbox: Inbox, since: datetime, to: Sequence[str]
             "inbox_address": inbox.address,
             "inbox_name": inbox.display_name,
             "provider_name": provider_name(inbox.provider),
-            "since": since.strftime(_DATE),
+            "since": since.strftime(DATE),
         },
     )
 
 
-def _compose(
+def compose(
     template: str,
     *,
     to: Sequence[str],

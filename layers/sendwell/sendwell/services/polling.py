@@ -20,12 +20,14 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from sendwell.clock import epoch
 from sendwell.failures import FailureKind, ProviderFailure
-from sendwell.inbound import InboundKind, InboundMessage, InboundVerdict, classify_inbound
+from sendwell.ids import parse_step_message_id
+from sendwell.inbound import InboundKind, InboundVerdict, classify_inbound
 from sendwell.models import POLL_SHARDS, Enrollment, EnrollmentState, Inbox, InboxStatus, Models
-from sendwell.ports import AuthFailureReport, AuthFailureReporter, EventPublisher, Mailboxes
-from sendwell.services import activity
-from sendwell.services.auth_failures import Once, degraded_watch
-from sendwell.services.sending import parse_step_message_id
+from sendwell.ports.mailbox import InboundMessage, Mailboxes
+from sendwell.ports.messages import AuthFailureReport
+from sendwell.ports.platform import AuthFailureReporter, EventPublisher, Once
+from sendwell.services import activity, enrollment_states
+from sendwell.services.inbox_health import degraded_watch
 
 POLL_INTERVAL = timedelta(minutes=5)
 DEFAULT_SENDER_LIMIT_PAUSE = timedelta(hours=24)
@@ -60,6 +62,18 @@ def schedule_polling(models: Models, inbox: Inbox, *, now: datetime) -> None:
             table.next_poll_at.set(epoch(now) + secrets.randbelow(60)),
         ]
     )
+
+
+def poll_lag_seconds(models: Models, *, now: datetime) -> int:
+    """How long the most overdue inbox has waited for its poll: the head of each poll-index shard."""
+    table = models.inbox
+    overdue = [
+        int(key.next_poll_at)
+        for shard in range(POLL_SHARDS)
+        for key in table.poll_index.query(str(shard), table.next_poll_at <= epoch(now), limit=1)
+        if key.next_poll_at is not None
+    ]
+    return max(0, epoch(now) - min(overdue)) if overdue else 0
 
 
 def poll_due_inboxes(ctx: PollContext, *, now: datetime, limit: int = 200) -> list[PollResult]:
@@ -238,20 +252,8 @@ def _stop(
     message: InboundMessage,
     now: datetime,
 ) -> None:
-    table = ctx.models.enrollment
-    try:
-        enrollment.update(
-            actions=[
-                table.state.set(state.value),
-                table.state_reason.set(reason[:500]),
-                table.due_shard.remove(),
-                table.due_at.remove(),
-            ],
-            condition=table.state.is_in(EnrollmentState.ACTIVE.value, EnrollmentState.PAUSED.value),
-        )
-    except UpdateError:
-        if enrollment.state != state.value:
-            return  # it had already stopped for another reason
+    if not enrollment_states.stop(ctx.models, enrollment, state, reason):
+        return  # it had already stopped for another reason
     _note(ctx, enrollment, f"enrollment.{state.value}", reason, message, now)
     ctx.once.run(
         f"{enrollment.enrollment_id}:{state.value}",

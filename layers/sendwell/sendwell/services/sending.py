@@ -17,7 +17,6 @@ The order of operations is the whole point:
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,9 +27,9 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from sendwell.clock import epoch
 from sendwell.failures import FailureKind, ProviderFailure
+from sendwell.ids import step_message_id
 from sendwell.mime import MessageBuildError, build_message
 from sendwell.models import (
-    DUE_SHARDS,
     Campaign,
     Enrollment,
     EnrollmentState,
@@ -38,11 +37,12 @@ from sendwell.models import (
     InboxStatus,
     Models,
 )
-from sendwell.ports import AuthFailureReport, AuthFailureReporter, Mailboxes, SentReceipt
+from sendwell.ports.mailbox import Mailboxes, SentReceipt
+from sendwell.ports.messages import AuthFailureReport, SendRequest
+from sendwell.ports.platform import AuthFailureReporter
 from sendwell.render import RenderError, render_step
-from sendwell.services import activity
-from sendwell.services.auth_failures import degraded_watch
-from sendwell.services.dispatch import SendRequest
+from sendwell.services import activity, enrollment_states
+from sendwell.services.inbox_health import degraded_watch
 
 SEND_LEASE_SECONDS = 90  # longer than one send can take (the function times out at 60 s)
 DEFAULT_RATE_LIMIT_PAUSE = timedelta(hours=1)
@@ -82,25 +82,6 @@ class SendContext:
 
 class InboxUnavailable(Exception):
     """The inbox is disconnected, paused or rate-limited: the step stays due, the message is done."""
-
-
-def shard_for(enrollment_id: str) -> str:
-    return str(int(hashlib.blake2b(enrollment_id.encode(), digest_size=2).hexdigest(), 16) % DUE_SHARDS)
-
-
-def step_message_id(enrollment_id: str, step_index: int, address: str) -> str:
-    """Our Message-ID for a step: derived, so a retry can find it in Sent and References rebuild."""
-    domain = address.rsplit("@", 1)[1]
-    return f"<sw.{enrollment_id}.{step_index}@{domain}>"
-
-
-def parse_step_message_id(message_id: str) -> tuple[str, int] | None:
-    """The enrollment and step a Message-ID of ours names, or None if it is not ours."""
-    local = message_id.strip().strip("<>").split("@", 1)[0]
-    parts = local.split(".")
-    if len(parts) != 3 or parts[0] != "sw" or not parts[2].isdigit():
-        return None
-    return parts[1], int(parts[2])
 
 
 def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelivered: bool) -> Outcome:
@@ -331,18 +312,7 @@ def _record_sent(
 def _stop_enrollment(
     models: Models, enrollment: Enrollment, state: EnrollmentState, reason: str, now: datetime
 ) -> None:
-    table = models.enrollment
-    try:
-        enrollment.update(
-            actions=[
-                table.state.set(state.value),
-                table.state_reason.set(reason[:500]),
-                table.due_shard.remove(),
-                table.due_at.remove(),
-            ],
-            condition=table.state == EnrollmentState.ACTIVE.value,
-        )
-    except UpdateError:
+    if not enrollment_states.stop(models, enrollment, state, reason):
         return  # it stopped for another reason first
     activity.record(
         models,

@@ -13,8 +13,8 @@ import pytest
 
 from local.cfn import resources_of_type, table_definition
 from local.stack import LocalStack, http_routes
+from sendwell.ids import shard_for
 from sendwell.models import ALL_MODELS, InboxStatus, StepAttribute, TableNames
-from sendwell.services.sending import shard_for
 from tests.conftest import TEMPLATE, Deployment
 
 

@@ -40,11 +40,12 @@ from sendwell.classify import (
 )
 from sendwell.clock import epoch
 from sendwell.failures import Failure, FailureKind
+from sendwell.ids import shard_for
 from sendwell.models import EnrollmentState, InboxStatus, LinkState, StepAttribute
-from sendwell.ports import AuthFailureReport
-from sendwell.services import activity, auth_failures, links
-from sendwell.services.auth_failures import Attention, IncidentContext, Verdict
-from sendwell.services.sending import shard_for
+from sendwell.ports.messages import AuthFailureReport
+from sendwell.services import activity, attention, auth_failures, inbox_health, links
+from sendwell.services.attention import Attention
+from sendwell.services.auth_failures import IncidentContext, Verdict
 from tests.conftest import REGION, TEMPLATE, Deployment
 
 INBOX = "ibx_sales"
@@ -222,7 +223,7 @@ def deliver_until_done(handler: Handler, event: dict[str, Any], *, max_receives:
 
 
 def handler_context(handler: Handler) -> IncidentContext:
-    context: IncidentContext = inspect.unwrap(handler).__globals__["CONTEXT"]
+    context: IncidentContext = inspect.unwrap(handler).__globals__["PARTS"].context
     return context
 
 
@@ -614,8 +615,8 @@ def test_reminders_come_at_24_and_72_hours_then_stop(aws: Deployment) -> None:
     assert len(sent_emails()) == 3
 
     def run(at: datetime) -> list[Attention]:
-        due = auth_failures.due_for_attention(aws.models, now=at)
-        return [auth_failures.attend(ctx, inbox_id, now=at) for inbox_id in due]
+        due = attention.due_for_attention(aws.models, now=at)
+        return [attention.attend(ctx, inbox_id, now=at) for inbox_id in due]
 
     assert run(T0 + timedelta(hours=23, minutes=59)) == []
     assert run(T0 + timedelta(hours=24)) == [Attention.REMINDED]
@@ -659,10 +660,10 @@ def test_no_reminder_after_a_reconnect(aws: Deployment) -> None:
         actions=[table.status.set(InboxStatus.CONNECTED.value), table.reconnected_at.set(reconnected)]
     )
     sent_before = len(sent_emails())
-    due = auth_failures.due_for_attention(aws.models, now=T0 + timedelta(hours=1))
+    due = attention.due_for_attention(aws.models, now=T0 + timedelta(hours=1))
     assert due == ["ibx_support"]
-    assert auth_failures.attend(ctx, "ibx_support", now=T0 + timedelta(hours=1)) is Attention.CLEARED
-    assert auth_failures.due_for_attention(aws.models, now=T0 + timedelta(days=10)) == []
+    assert attention.attend(ctx, "ibx_support", now=T0 + timedelta(hours=1)) is Attention.CLEARED
+    assert attention.due_for_attention(aws.models, now=T0 + timedelta(days=10)) == []
     assert len(sent_emails()) == sent_before
 
 
@@ -675,18 +676,18 @@ def test_transient_failures_for_24_hours_send_one_degraded_notice(aws: Deploymen
     ctx = incident_context(aws)
     table = aws.models.inbox
     for inbox_id in (INBOX, "ibx_recovers"):  # what a poll does on the first transient failure of a spell
-        aws.models.inbox.get(inbox_id).update(actions=auth_failures.degraded_watch(table, now=T0))
+        aws.models.inbox.get(inbox_id).update(actions=inbox_health.degraded_watch(table, now=T0))
     # One inbox recovers after two hours (a successful poll clears the spell).
     aws.models.inbox.get("ibx_recovers").update(
         actions=[table.transient_since.remove(), table.degraded_notified.set(False)]
     )
 
-    assert auth_failures.due_for_attention(aws.models, now=T0 + timedelta(hours=23)) == []
-    due = auth_failures.due_for_attention(aws.models, now=T0 + timedelta(hours=24))
+    assert attention.due_for_attention(aws.models, now=T0 + timedelta(hours=23)) == []
+    due = attention.due_for_attention(aws.models, now=T0 + timedelta(hours=24))
     assert sorted(due) == sorted([INBOX, "ibx_recovers"])
-    outcomes = {i: auth_failures.attend(ctx, i, now=T0 + timedelta(hours=24)) for i in due}
+    outcomes = {i: attention.attend(ctx, i, now=T0 + timedelta(hours=24)) for i in due}
     assert outcomes == {INBOX: Attention.DEGRADED, "ibx_recovers": Attention.CLEARED}
-    assert auth_failures.due_for_attention(aws.models, now=T0 + timedelta(days=3)) == []
+    assert attention.due_for_attention(aws.models, now=T0 + timedelta(days=3)) == []
 
     emails = sent_emails()
     assert len(emails) == 1 and emails[0].destinations["ToAddresses"] == [ADMIN]
@@ -700,11 +701,11 @@ def test_transient_failures_for_24_hours_send_one_degraded_notice(aws: Deploymen
 def test_a_degraded_check_before_the_configured_delay_waits_for_it(aws: Deployment) -> None:
     seed_inbox(aws)
     ctx = incident_context(aws, degraded_after=timedelta(hours=36))
-    aws.models.inbox.get(INBOX).update(actions=auth_failures.degraded_watch(aws.models.inbox, now=T0))
-    assert auth_failures.attend(ctx, INBOX, now=T0 + timedelta(hours=24)) is Attention.RESCHEDULED
+    aws.models.inbox.get(INBOX).update(actions=inbox_health.degraded_watch(aws.models.inbox, now=T0))
+    assert attention.attend(ctx, INBOX, now=T0 + timedelta(hours=24)) is Attention.RESCHEDULED
     assert aws.models.inbox.get(INBOX).attention_at == epoch(T0 + timedelta(hours=36))
     assert sent_emails() == []
-    assert auth_failures.attend(ctx, INBOX, now=T0 + timedelta(hours=36)) is Attention.DEGRADED
+    assert attention.attend(ctx, INBOX, now=T0 + timedelta(hours=36)) is Attention.DEGRADED
     assert len(sent_emails()) == 1
 
 

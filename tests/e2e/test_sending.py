@@ -12,13 +12,14 @@ import pytest
 
 from local.stack import load_handler
 from sendwell.adapters.aws import KmsCipher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.mailboxes import ProviderMailboxes
-from sendwell.credentials import CredentialStore
+from sendwell.ids import shard_for, step_message_id
 from sendwell.models import EnrollmentState, InboxStatus, new_step, new_window
-from sendwell.ports import AuthFailureReport
+from sendwell.ports.messages import AuthFailureReport, SendRequest
 from sendwell.services import activity, sending
-from sendwell.services.dispatch import SendRequest, dispatch_due_steps
-from sendwell.services.sending import Outcome, RetryLater, SendContext, send_step, shard_for, step_message_id
+from sendwell.services.dispatch import dispatch_due_steps
+from sendwell.services.sending import Outcome, RetryLater, SendContext, send_step
 from tests.conftest import TEMPLATE, Deployment
 from tests.dovecot import DovecotServer
 from tests.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer

@@ -53,13 +53,14 @@ from local.mailserver import SmtpTestServer
 from local.sandbox import Sandbox
 from local.stack import Handler, LambdaContext, http_event, http_routes, load_handler
 from sendwell.adapters.aws import KmsCipher, SesMailer
+from sendwell.adapters.credentials import CredentialStore
 from sendwell.clock import epoch
 from sendwell.config import Settings
-from sendwell.credentials import CredentialStore
+from sendwell.ids import shard_for
 from sendwell.models import InboxStatus, Models, bind_models, new_step, new_window
 from sendwell.observability import NAMESPACE, REDACTED, CountingMailer, Metric, install_redaction
-from sendwell.ports import Email
-from sendwell.services.sending import Outcome, shard_for
+from sendwell.ports.platform import Email
+from sendwell.services.sending import Outcome
 from tests.conftest import PARAMETERS, PUBLIC_BASE_URL, REGION, TEMPLATE
 
 EVENTS = ROOT / "events"
@@ -340,12 +341,17 @@ def test_every_metric_is_named_from_the_observability_module() -> None:
 
 
 def test_every_function_installs_the_log_redaction_at_cold_start() -> None:
+    # The redaction is installed once, in the wiring module every handler takes its logger from.
+    wiring = ROOT / "layers/sendwell/sendwell/wiring.py"
+    tree = ast.parse(wiring.read_text(encoding="utf-8"))
+    calls = [ast.unparse(node.value) for node in tree.body if isinstance(node, ast.Expr)]
+    assert "install_redaction(logger)" in calls
     missing = []
     for logical_id, path in handler_modules().items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        calls = [ast.unparse(node.value) for node in tree.body if isinstance(node, ast.Expr)]
-        if "install_redaction(logger)" not in calls:
-            missing.append(f"{logical_id} ({path.relative_to(ROOT)}) does not call install_redaction(logger)")
+        imports = [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "sendwell.wiring"]
+        if not any(alias.name == "logger" for node in imports for alias in node.names):
+            missing.append(f"{logical_id} ({path.relative_to(ROOT)}) does not log through sendwell.wiring's logger")
     assert not missing, "\n".join(missing)
 
 

@@ -12,9 +12,10 @@ from local.sandbox import Surface
 from sendwell.adapters.gmail import GmailMailbox
 from sendwell.adapters.mailboxes import ProviderMailboxes
 from sendwell.failures import FailureKind, ProviderFailure
+from sendwell.ids import step_message_id
 from sendwell.mime import build_message, to_bytes
 from sendwell.models import InboxStatus
-from sendwell.services.sending import Outcome, step_message_id
+from sendwell.services.sending import Outcome
 from tests.conftest import Deployment
 from tests.provider_sandbox import (
     GOOGLE_CLIENT_ID,

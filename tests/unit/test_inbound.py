@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from sendwell.inbound import InboundKind, InboundMessage, InboundVerdict, classify_inbound, parse_message_ids
+from sendwell.inbound import InboundKind, InboundVerdict, classify_inbound, parse_message_ids
+from sendwell.ports.mailbox import InboundMessage
 
 CORPUS = Path(__file__).parent / "corpus"
 EXPECTED: dict[str, dict[str, Any]] = {

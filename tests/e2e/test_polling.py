@@ -10,11 +10,12 @@ import pytest
 
 from sendwell.adapters.aws import SnsPublisher
 from sendwell.adapters.once import IdempotentRunner
+from sendwell.ids import step_message_id
 from sendwell.models import EnrollmentState
 from sendwell.services import activity, polling
 from sendwell.services.dispatch import dispatch_due_steps
 from sendwell.services.polling import PollContext, poll_inbox
-from sendwell.services.sending import Outcome, step_message_id
+from sendwell.services.sending import Outcome
 from tests.conftest import Deployment
 from tests.provider_sandbox import ProviderSandbox, SendWorld, mime
 

@@ -26,7 +26,7 @@ from sendwell.classify import (
 )
 from sendwell.failures import Failure
 from sendwell.models import Inbox, InboxStatus
-from sendwell.ports import Email
+from sendwell.ports.platform import Email
 from sendwell.services import notices
 from sendwell.services.notices import Recipient, Role
 

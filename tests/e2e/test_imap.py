@@ -17,7 +17,8 @@ import pytest
 
 from sendwell.adapters.imap import ImapCursor, ImapMailbox, pick_sent_folder
 from sendwell.failures import FailureKind, ProviderFailure
-from sendwell.inbound import InboundMessage, parse_message_ids
+from sendwell.inbound import parse_message_ids
+from sendwell.ports.mailbox import InboundMessage
 from tests.test_inbound import CORPUS, EXPECTED, assert_matches_expected, classify
 
 if TYPE_CHECKING:  # imported for real by pytest_plugins, which must see it first to rewrite asserts

@@ -32,11 +32,11 @@ from local.mailserver import SmtpTestServer
 from local.sandbox import GMAIL_SEND, Sandbox
 from local.stack import REGION, LocalStack
 from sendwell.adapters.aws import KmsCipher
+from sendwell.adapters.credentials import CredentialStore
 from sendwell.config import Settings
-from sendwell.credentials import CredentialStore
+from sendwell.ids import shard_for, step_message_id
 from sendwell.models import EnrollmentState, Inbox, InboxStatus, LinkState, Models, bind_models, new_step
 from sendwell.services import activity, links
-from sendwell.services.sending import shard_for, step_message_id
 from tests.browser import BrowserTab, ServerLogs
 
 pytestmark = pytest.mark.browser

@@ -12,8 +12,9 @@ import requests
 from local.sandbox import Surface
 from sendwell.adapters.graph import GraphMailbox, MicrosoftTokens
 from sendwell.failures import FailureKind, ProviderFailure
+from sendwell.ids import step_message_id
 from sendwell.mime import build_message, to_bytes
-from sendwell.services.sending import Outcome, step_message_id
+from sendwell.services.sending import Outcome
 from tests.conftest import Deployment
 from tests.provider_sandbox import (
     MICROSOFT_CLIENT_ID,

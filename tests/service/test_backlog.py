@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sendwell.ids import shard_for
 from sendwell.models import BacklogMode, EnrollmentState, InboxStatus, new_step, new_window
-from sendwell.services.reconnect import release_backlog
-from sendwell.services.sending import shard_for
+from sendwell.services.backlog import release_backlog
 from tests.conftest import Deployment
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

@@ -39,9 +39,10 @@ from local.mailserver import SmtpTestServer
 from local.sandbox import GMAIL_SEND, Sandbox
 from local.stack import LambdaContext, Route, http_event, http_routes
 from sendwell.adapters.aws import KmsCipher
+from sendwell.adapters.credentials import CredentialStore
 from sendwell.config import Settings
-from sendwell.credentials import CredentialStore
 from sendwell.failures import Failure, FailureKind, ProviderFailure
+from sendwell.ids import shard_for, step_message_id
 from sendwell.models import (
     BacklogMode,
     EnrollmentState,
@@ -54,11 +55,10 @@ from sendwell.models import (
     new_window,
 )
 from sendwell.pacing import InboxUsage, pace_backlog
-from sendwell.ports import Mailbox
-from sendwell.services import activity, links, reconnect
+from sendwell.ports.mailbox import Mailbox
+from sendwell.services import activity, attention, links, reconnect, reconnected
 from sendwell.services.auth_failures import IncidentContext
 from sendwell.services.limits import campaign_window, jitter_for, limits_of
-from sendwell.services.sending import shard_for, step_message_id
 from tests.browser import ServerLogs
 from tests.conftest import PARAMETERS, PUBLIC_BASE_URL, REGION, TEMPLATE, Deployment
 
@@ -900,7 +900,7 @@ def test_hold_and_immediate_backlog_modes(world: World, custom_inbox: Inbox) -> 
     )
     csrf = reconnect.load_visit(ctx, opened.cookie, now=now).session.csrf_token
     held = reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
-    reconnect.send_notices(ctx, held)
+    reconnected.send_notices(ctx, held)
     assert held.backlog.held and world.inbox("ibx_custom").paused
     assert world.models.enrollment.get("enr_wait").due_at == due
     assert "stays paused until an admin resumes it" in emails_to(ADMIN)[0].body
@@ -941,8 +941,8 @@ def test_a_link_that_expires_unused_tells_its_creator_once(world: World) -> None
         admin_emails=ctx.admin_emails,
         public_base_url=ctx.public_base_url,
     )
-    assert reconnect.notify_expired_links(incident, now=now) == 2
-    assert reconnect.notify_expired_links(incident, now=now) == 0
+    assert attention.notify_expired_links(incident, now=now) == 2
+    assert attention.notify_expired_links(incident, now=now) == 0
     (email,) = sent_emails()
     assert email.destinations["ToAddresses"] == [ADMIN]
     assert email.subject == f"The reconnect link for {ALICE} expired unused"

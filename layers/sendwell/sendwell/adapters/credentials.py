@@ -13,7 +13,7 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 
 from sendwell.models import Inbox, Models
-from sendwell.ports import Cipher
+from sendwell.ports.platform import Cipher
 
 
 class StaleCredentials(Exception):

@@ -1,0 +1,90 @@
+"""The reconnect link's routes: open the link, the landing page, OAuth start and callback, password."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from aws_lambda_powertools.metrics import MetricUnit
+from reconnect_pages import Pages, landing, parse_form
+
+from sendwell import wiring
+from sendwell.clock import utcnow
+from sendwell.observability import Metric
+from sendwell.services import reconnect, reconnected
+from sendwell.wiring import NOTICE_FAILURES, logger, metrics
+
+router = APIGatewayHttpRouter()
+
+
+def _parts() -> wiring.Reconnect:
+    """The function's wired parts, handed to every route through the resolver's context."""
+    parts: wiring.Reconnect = router.context["parts"]
+    return parts
+
+
+def _pages() -> Pages:
+    pages: Pages = router.context["pages"]
+    return pages
+
+
+@router.get("/r/<token>")
+def open_link(token: str) -> Response[str]:
+    opened, link = reconnect.open_link(_parts().context, token, now=utcnow())
+    logger.info("reconnect link opened", extra={"link_id": link.link_id, "inbox_id": link.inbox_id})
+    cookie = _pages().session_cookie(opened.cookie, max_age=opened.max_age)
+    return _pages().redirect(f"{_pages().public_base_url}/connect", cookies=[cookie])
+
+
+@router.get("/connect")
+def connect() -> Response[str]:
+    return _pages().page(
+        200, "landing", **landing(reconnect.load_visit(_parts().context, session_cookie(), now=utcnow()))
+    )
+
+
+@router.post("/connect/oauth")
+def start_oauth() -> Response[str]:
+    csrf_token = _form().get("csrf_token", "")
+    return _pages().redirect(
+        reconnect.start_authorization(_parts().context, session_cookie(), csrf_token, now=utcnow())
+    )
+
+
+@router.get("/oauth/callback/<provider>")
+def oauth_callback(provider: str) -> Response[str]:
+    answer = dict(router.current_event.query_string_parameters or {})
+    return _reconnected(
+        reconnect.finish_authorization(_parts().context, session_cookie(), provider, answer, now=utcnow())
+    )
+
+
+@router.post("/connect/password")
+def submit_password() -> Response[str]:
+    form = _form()
+    csrf_token, password = form.get("csrf_token", ""), form.get("password", "")
+    return _reconnected(
+        reconnect.submit_password(_parts().context, session_cookie(), csrf_token, password, now=utcnow())
+    )
+
+
+def _reconnected(result: reconnected.Reconnected) -> Response[str]:
+    metrics.add_metric(name=Metric.INBOXES_RECONNECTED, unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=Metric.LINKS_USED, unit=MetricUnit.Count, value=1)
+    try:
+        reconnected.send_notices(_parts().context, result)
+    except NOTICE_FAILURES:
+        # The inbox is reconnected; only telling people about it failed. Ops see the metric.
+        logger.exception("reconnect notices failed", extra={"inbox_id": result.inbox.inbox_id})
+    logger.info("inbox reconnected", extra={"inbox_id": result.inbox.inbox_id, **result.log_fields()})
+    summary = {"catch_up": result.catch_up_summary(), "backlog": result.backlog.summary()}
+    return _pages().page(
+        200, "success", cookies=[_pages().cleared_cookie()], inbox_address=result.inbox.address, **summary
+    )
+
+
+def session_cookie() -> str | None:
+    return _pages().read_session(router.current_event.cookies or [])
+
+
+def _form() -> dict[str, str]:
+    return parse_form(router.current_event.decoded_body or "")

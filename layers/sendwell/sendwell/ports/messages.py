@@ -1,0 +1,89 @@
+"""What travels on the queues: the body of a send-queue message and of an auth-failure report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sendwell.failures import Failure
+from sendwell.models import Inbox
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    body: str
+    group_id: str | None = None  # FIFO queues: ordering scope (the inbox)
+    deduplication_id: str | None = None  # FIFO queues: the same step enqueued twice is one message
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """The body of one send-queue message."""
+
+    enrollment_id: str
+    step_index: int
+    inbox_id: str
+    # The inbox's pacing as dispatch saw it, so the send function's claim needs no read.
+    local_day: str  # the inbox's local date (its daily cap counts per local day)
+    min_gap_seconds: int
+    # For the send function's logs (campaign, and the Message-ID derived from the inbox's address);
+    # empty in messages enqueued before they were added.
+    campaign_id: str = ""
+    inbox_address: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, body: str) -> SendRequest:
+        data = json.loads(body)
+        return cls(
+            enrollment_id=str(data["enrollment_id"]),
+            step_index=int(data["step_index"]),
+            inbox_id=str(data["inbox_id"]),
+            local_day=str(data["local_day"]),
+            min_gap_seconds=int(data["min_gap_seconds"]),
+            campaign_id=str(data.get("campaign_id", "")),
+            inbox_address=str(data.get("inbox_address", "")),
+        )
+
+    def to_message(self) -> QueuedMessage:
+        return QueuedMessage(
+            body=self.to_json(),
+            group_id=self.inbox_id,
+            deduplication_id=f"{self.enrollment_id}-{self.step_index}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailureReport:
+    inbox_id: str
+    provider: str
+    kind: str  # FailureKind value
+    code: str
+    reason: str
+    fix: str
+    at: str  # ISO-8601 UTC
+    source: str  # send | poll | reconnect
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def of(cls, inbox: Inbox, failure: Failure, *, at: datetime, source: str) -> AuthFailureReport:
+        return cls(
+            inbox_id=inbox.inbox_id,
+            provider=inbox.provider,
+            kind=failure.kind.value,
+            code=failure.code,
+            reason=failure.reason,
+            fix=failure.fix,
+            at=at.isoformat(),
+            source=source,
+        )
+
+    @classmethod
+    def from_json(cls, body: str) -> AuthFailureReport:
+        data = json.loads(body)
+        return cls(**{name: str(data[name]) for name in cls.__dataclass_fields__})

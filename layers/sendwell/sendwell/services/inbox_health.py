@@ -1,0 +1,30 @@
+"""An inbox's health while it stays connected: the watch that a long spell of transient failures
+starts, so the reminders function can tell the admins it is "degraded" (see ``attention``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from pynamodb.expressions.update import Action
+
+from sendwell.clock import epoch
+from sendwell.models import POLL_SHARDS, Inbox
+
+DEGRADED_AFTER = timedelta(hours=24)
+# The attention index is spread over partitions like the poll index.
+ATTENTION_SHARDS = POLL_SHARDS
+
+
+def degraded_watch(table: type[Inbox], *, now: datetime, after: timedelta = DEGRADED_AFTER) -> list[Action]:
+    """Update actions for the first transient failure of a spell (``transient_since`` unset).
+
+    Polls and sends add these to their own update; a success removes ``transient_since`` (the
+    reminders function then takes the inbox off the attention index by itself).
+    """
+    return [
+        table.transient_since.set(now),
+        table.attention_shard.set(str(secrets.randbelow(ATTENTION_SHARDS))),
+        table.attention_at.set(epoch(now + after)),
+    ]

@@ -1,0 +1,230 @@
+"""The one place adapters and contexts are built: each function's parts, once per container.
+
+A handler calls its function's builder at import (that is, once per warm container) and passes
+what it gets to the services. Each builder reads only its function's settings (``sendwell.config``)
+and creates each boto3 client once. The Powertools logger, tracer and metrics are created here,
+once, with secret redaction installed on the logger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+)
+from aws_lambda_powertools.utilities.parameters import get_parameter
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBConnectionError
+
+from sendwell.adapters.aws import CachingCipher, KmsCipher, SesMailer, SnsPublisher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
+from sendwell.adapters.oauth import GoogleAuthorizer, LiveLoginCheck, MicrosoftAuthorizer, http_session
+from sendwell.adapters.once import IdempotentRunner
+from sendwell.cache import TtlCache
+from sendwell.config import (
+    AdminSettings,
+    CoreSettings,
+    DispatchSettings,
+    IncidentSettings,
+    NoticeSettings,
+    PollSettings,
+    ReconnectSettings,
+    SendSettings,
+    load,
+)
+from sendwell.failures import Provider
+from sendwell.models import Campaign, Models, bind_models
+from sendwell.observability import CountingMailer, install_redaction
+from sendwell.ports.platform import Cipher
+from sendwell.ports.signin import Authorizer
+from sendwell.services.auth_failures import IncidentContext
+from sendwell.services.polling import PollContext
+from sendwell.services.reconnect import ReconnectContext
+from sendwell.services.sending import SendContext
+
+logger = Logger()
+install_redaction(logger)
+tracer = Tracer()
+metrics = Metrics()
+
+# What a notice can fail with (SES, SNS, DynamoDB, the idempotency table): the notice is retried
+# later. Anything else is a bug.
+NOTICE_FAILURES: tuple[type[Exception], ...] = (
+    BotoCoreError,
+    ClientError,
+    PynamoDBConnectionError,
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+)
+
+# Campaign definitions change rarely; a minute-old copy is fine and saves a read per email.
+CAMPAIGN_CACHE_SECONDS = 60
+
+
+class _Aws:
+    """One boto3 client per service, for the function's region."""
+
+    def __init__(self, region: str) -> None:
+        self._region = region
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service, region_name=self._region)
+        return self._clients[service]
+
+
+def _models(settings: CoreSettings) -> Models:
+    return bind_models(settings.tables, region=settings.region)
+
+
+def _mailer(aws: _Aws, settings: NoticeSettings) -> CountingMailer:
+    return CountingMailer(SesMailer(aws.client("ses"), settings.sender_address, copy_to=settings.outbox_dir), metrics)
+
+
+def _poll_context(
+    aws: _Aws, settings: PollSettings, models: Models, cipher: Cipher, once: IdempotentRunner
+) -> PollContext:
+    return PollContext(
+        models=models,
+        mailboxes=ProviderMailboxes.from_settings(settings, models, cipher, ParameterStoreSecrets()),
+        auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
+        events=SnsPublisher(aws.client("sns"), settings.inbox_events_topic_arn),
+        once=once,
+    )
+
+
+def _incident_context(aws: _Aws, settings: IncidentSettings, models: Models, once: IdempotentRunner) -> IncidentContext:
+    return IncidentContext(
+        models=models,
+        mailer=_mailer(aws, settings),
+        events=SnsPublisher(aws.client("sns"), settings.inbox_events_topic_arn),
+        once=once,
+        workspace_name=settings.workspace_name,
+        admin_emails=settings.admin_emails,
+        public_base_url=settings.public_base_url,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One builder per function
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    models: Models
+    send_queue: SqsQueue
+
+
+def dispatch(env: Mapping[str, str]) -> Dispatch:
+    settings = load(DispatchSettings, env)
+    return Dispatch(
+        models=_models(settings), send_queue=SqsQueue(_Aws(settings.region).client("sqs"), settings.send_queue_url)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    context: SendContext
+    send_queue: SqsQueue  # to bring a deferred message back when its inbox can send again
+
+
+def send(env: Mapping[str, str]) -> Send:
+    settings = load(SendSettings, env, read_parameter=get_parameter)
+    aws, models = _Aws(settings.region), _models(settings)
+    campaigns: TtlCache[str, Campaign] = TtlCache(ttl=CAMPAIGN_CACHE_SECONDS, max_entries=256)
+    # One KMS call per inbox per warm container, not one per email.
+    cipher = CachingCipher(KmsCipher(aws.client("kms"), settings.credentials_key_id))
+    context = SendContext(
+        models=models,
+        mailboxes=ProviderMailboxes.from_settings(settings, models, cipher, ParameterStoreSecrets()),
+        auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
+        unsubscribe_base_url=f"{settings.public_base_url}/u",
+        campaigns=lambda campaign_id: campaigns.get(campaign_id, lambda: models.campaign.get(campaign_id)),
+    )
+    return Send(context=context, send_queue=SqsQueue(aws.client("sqs"), settings.send_queue_url))
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    context: PollContext
+
+
+def poll(env: Mapping[str, str]) -> Poll:
+    settings = load(PollSettings, env)
+    aws = _Aws(settings.region)
+    # Each inbox's credentials are decrypted once per warm container, as send does.
+    cipher = CachingCipher(KmsCipher(aws.client("kms"), settings.credentials_key_id))
+    once = IdempotentRunner(settings.idempotency_table)
+    return Poll(context=_poll_context(aws, settings, _models(settings), cipher, once))
+
+
+@dataclass(frozen=True, slots=True)
+class Incidents:
+    """The auth-failure handler's and the reminders function's parts."""
+
+    context: IncidentContext
+    once: IdempotentRunner
+
+
+def incidents(env: Mapping[str, str]) -> Incidents:
+    settings = load(IncidentSettings, env, read_parameter=get_parameter)
+    once = IdempotentRunner(settings.idempotency_table)
+    return Incidents(context=_incident_context(_Aws(settings.region), settings, _models(settings), once), once=once)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    settings: ReconnectSettings
+    context: ReconnectContext
+    once: IdempotentRunner
+
+
+def reconnect(env: Mapping[str, str]) -> Reconnect:
+    settings = load(ReconnectSettings, env, read_parameter=get_parameter)
+    aws, models = _Aws(settings.region), _models(settings)
+    once = IdempotentRunner(settings.idempotency_table)
+    cipher = KmsCipher(aws.client("kms"), settings.credentials_key_id)
+    incident = _incident_context(aws, settings, models, once)
+    context = ReconnectContext(
+        models=models,
+        cipher=cipher,
+        poll=_poll_context(aws, settings, models, cipher, once),
+        mailer=incident.mailer,
+        events=incident.events,
+        once=once,
+        authorizers=_authorizers(settings),
+        login_check=LiveLoginCheck(),
+        workspace_name=settings.workspace_name,
+        admin_emails=settings.admin_emails,
+        public_base_url=settings.public_base_url,
+    )
+    return Reconnect(settings=settings, context=context, once=once)
+
+
+def _authorizers(settings: ReconnectSettings) -> dict[str, Authorizer]:
+    """Sign-in for each provider whose OAuth client is configured (an empty client id disables it)."""
+    http, secrets = http_session(settings.endpoints), ParameterStoreSecrets()
+    found: dict[str, Authorizer] = {}
+    if settings.google.client_id:
+        found[Provider.GMAIL.value] = GoogleAuthorizer(settings.google, secrets, settings.endpoints, http)
+    if settings.microsoft.client_id:
+        found[Provider.OUTLOOK.value] = MicrosoftAuthorizer(settings.microsoft, secrets, settings.endpoints, http)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    settings: AdminSettings
+    models: Models
+
+
+def admin(env: Mapping[str, str]) -> Admin:
+    settings = load(AdminSettings, env, read_parameter=get_parameter)
+    return Admin(settings=settings, models=_models(settings))
