@@ -134,6 +134,11 @@ class SmtpTestServer:
 
     def clear_replies(self) -> None:
         self._replies.clear()
+        self.hang_up_after_data = False
+
+    # Take the next messages, then close the connection instead of answering the final "." (the
+    # acknowledgement is lost on the way back): the client can't know the message was taken.
+    hang_up_after_data = False
 
     def client_ssl_context(self) -> ssl.SSLContext:
         if self._cert is None:
@@ -191,6 +196,8 @@ class SmtpTestServer:
                 data=envelope.original_content,
             )
         )
+        if self.hang_up_after_data and server.transport is not None:
+            server.transport.close()
         return "250 2.0.0 OK queued"
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:

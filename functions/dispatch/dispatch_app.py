@@ -29,6 +29,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Reported every minute, zero included: the lag alarm treats a missing minute as dispatch down.
     metrics.add_metric(name=Metric.DISPATCH_LAG, unit=MetricUnit.Seconds, value=lag)
     metrics.add_metric(name=Metric.DISCONNECTED_BACKLOG, unit=MetricUnit.Count, value=report.disconnected_backlog)
+    metrics.add_metric(name=Metric.FOLLOW_UPS_HELD, unit=MetricUnit.Count, value=report.held_for_replies)
     logger.info(
         "dispatched",
         extra={
@@ -38,6 +39,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "skipped_inboxes": len(report.skipped_inboxes),
             "lag_seconds": lag,
             "disconnected_backlog": report.disconnected_backlog,
+            "held_for_replies": report.held_for_replies,
         },
     )
     return {"due": report.due, "enqueued": report.enqueued, "retimed": report.retimed, "waiting": report.waiting}

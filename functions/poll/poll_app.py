@@ -22,6 +22,8 @@ PARTS = wiring.poll(os.environ)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # A crash mid-poll then leaves an in-progress record that expires with this invocation.
+    PARTS.once.register_lambda_context(context)
     now = utcnow()
     # Measured before polling: what this run found waiting, zero included (a missing report alarms).
     lag = poll_lag_seconds(PARTS.context.models, now=now)

@@ -17,7 +17,7 @@ from sendwell.clock import utcnow
 from sendwell.failures import FailureKind
 from sendwell.ids import step_message_id
 from sendwell.observability import Metric
-from sendwell.ports.messages import SendRequest
+from sendwell.ports.messages import MalformedMessage, QueuedMessage, SendRequest
 from sendwell.services.sending import Outcome, RetryLater, send_step
 from sendwell.wiring import logger, metrics, tracer
 
@@ -32,6 +32,8 @@ OUTCOME_METRICS: Mapping[Outcome, Metric] = {
     Outcome.RECIPIENT_REJECTED: Metric.SEND_RECIPIENT_REJECTED_FAILURES,
     Outcome.FAILED: Metric.SEND_BAD_MESSAGE_FAILURES,
     Outcome.AUTH_FAILURE: Metric.SEND_AUTH_FAILURES,
+    Outcome.HELD_FOR_REPLIES: Metric.SENDS_SKIPPED,
+    Outcome.UNCONFIRMED: Metric.SENDS_UNCONFIRMED,
 }
 
 # A deferred step only holds back its own inbox's group: FIFO order matters within an inbox, and
@@ -43,7 +45,15 @@ processor.raise_on_entire_batch_failure = False
 
 @tracer.capture_method
 def send_record(record: SQSRecord) -> None:
-    request = SendRequest.from_json(record.body)
+    try:
+        request = SendRequest.from_json(record.body)
+    except MalformedMessage as error:
+        # Straight to the dead-letter queue, alone: failing it here would hold back every later
+        # message of its inbox's FIFO group until it had failed five times.
+        group = record.attributes.message_group_id
+        PARTS.dead_letters.send_batch([QueuedMessage(record.body, group, deduplication_id=record.message_id)])
+        logger.error("malformed send message moved to the dead-letter queue", extra={"error": str(error)})
+        return
     address = request.inbox_address
     logger.append_keys(
         inbox_id=request.inbox_id,

@@ -113,6 +113,13 @@ class SendQueueSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SendDeadLetterSettings:
+    send_dead_letter_queue_url: str
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"send_dead_letter_queue_url": "SENDWELL_SEND_DEAD_LETTER_QUEUE_URL"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuthFailureQueueSettings:
     auth_failure_queue_url: str
 
@@ -217,7 +224,13 @@ class DispatchSettings(CoreSettings, SendQueueSettings):
 
 @dataclass(frozen=True, kw_only=True)
 class SendSettings(
-    CoreSettings, SendQueueSettings, AuthFailureQueueSettings, CredentialsSettings, PublicUrlSettings, ProviderSettings
+    CoreSettings,
+    SendQueueSettings,
+    SendDeadLetterSettings,
+    AuthFailureQueueSettings,
+    CredentialsSettings,
+    PublicUrlSettings,
+    ProviderSettings,
 ):
     pass
 
@@ -245,7 +258,7 @@ class AdminSettings(CoreSettings, PublicUrlSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings(ReconnectSettings, SendQueueSettings):
+class Settings(ReconnectSettings, SendQueueSettings, SendDeadLetterSettings):
     """Every part: the whole deployment, for the local stack, the CLI, tests and benchmarks."""
 
     @classmethod

@@ -8,6 +8,8 @@ Services then act on ``Failure.kind`` alone, so no service ever guesses from mes
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -46,8 +48,25 @@ class Failure:
 
 
 class ProviderFailure(Exception):
-    """Raised by adapters; the message holds only the code, never provider text or secrets."""
+    """Raised by adapters; the message holds only the code, never provider text or secrets.
 
-    def __init__(self, failure: Failure) -> None:
+    ``delivery_unknown`` says a send failed after the message was handed over (the connection was
+    lost after SMTP DATA, a timeout waiting for the answer): it may have been delivered.
+    """
+
+    def __init__(self, failure: Failure, *, delivery_unknown: bool = False) -> None:
         super().__init__(f"{failure.kind}: {failure.code}")
         self.failure = failure
+        self.delivery_unknown = delivery_unknown
+
+
+@contextmanager
+def handed_over_if_transient() -> Iterator[None]:
+    """Around a send call: a transient failure (a timeout, a reset, a 5xx) may come after the
+    provider took the message, so its delivery is unknown; a refusal with a code is not."""
+    try:
+        yield
+    except ProviderFailure as error:
+        if error.failure.kind is not FailureKind.TRANSIENT or error.delivery_unknown:
+            raise
+        raise ProviderFailure(error.failure, delivery_unknown=True) from error

@@ -73,9 +73,7 @@ def classify_inbound(
 
     ours = _first_ours(_referenced_ids(msg), is_ours)
     # The thread lookup costs the caller a query: only ask when no Message-ID of ours settled it.
-    in_our_thread = ours is None and bool(
-        provider_thread_id and thread_is_ours and thread_is_ours(provider_thread_id)
-    )
+    in_our_thread = ours is None and bool(provider_thread_id and thread_is_ours and thread_is_ours(provider_thread_id))
     if _is_list_mail(msg) and ours is None and not in_our_thread:
         # Newsletters carry Precedence: bulk like autoresponders do; they answer nothing we sent.
         return InboundVerdict(InboundKind.OTHER)
@@ -333,9 +331,7 @@ def _referenced_ids(msg: Message) -> list[str]:
 
 
 def _attached_ids(msg: Message) -> list[str]:
-    return [
-        mid for headers in _attached_headers(msg) for mid in parse_message_ids(_header(headers, "Message-ID"))
-    ]
+    return [mid for headers in _attached_headers(msg) for mid in parse_message_ids(_header(headers, "Message-ID"))]
 
 
 def _threading_ids(msg: Message) -> list[str]:

@@ -61,6 +61,9 @@ class EnrollmentState(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     FINISHED = "finished"
     FAILED = "failed"
+    # The last step's delivery can't be known (a custom inbox lost the connection after handing the
+    # message over, or the function died in between): never resent by itself; an admin decides.
+    UNCONFIRMED = "unconfirmed"
 
 
 class CampaignState(enum.StrEnum):
@@ -269,11 +272,15 @@ class Enrollment(Model):
     due_shard = UnicodeAttribute(null=True)
     due_at = NumberAttribute(null=True)
     # Threading of follow-ups. Our Message-IDs are derived from enrollment id and step (see
-    # services.sending.step_message_id), so References need no stored list.
+    # sendwell.ids.step_message_id), so References need no stored list.
     thread_id = UnicodeAttribute(null=True)  # provider thread id (Gmail threadId, Graph conversationId)
     thread_key = UnicodeAttribute(null=True)  # "<inbox id>#<thread id>" of the current thread (sparse index)
     provider_message_ids = ListAttribute(of=UnicodeAttribute, default=list)  # per step sent, where known
     last_sent_at = UTCDateTimeAttribute(null=True)
+    # "<step>:<attempt id>" of a send attempt, written just before the provider is called and
+    # removed when the attempt is known not to have sent: a later attempt of that step checks Sent
+    # first. The id tells our own write, retried after a lost answer, from another attempt's.
+    send_attempt = UnicodeAttribute(null=True)
 
     due_index = DueIndex()
     inbox_index = EnrollmentsByInboxIndex()

@@ -37,11 +37,13 @@ class Metric(enum.StrEnum):
     STEPS_RETIMED = "StepsRetimed"
     DISPATCH_LAG = "DispatchLagSeconds"  # age of the oldest due step a connected inbox has not sent
     DISCONNECTED_BACKLOG = "DisconnectedBacklogSteps"  # due steps waiting on disconnected inboxes
+    FOLLOW_UPS_HELD = "FollowUpsHeldForReplies"  # due follow-ups of inboxes whose replies aren't current
 
     # send: one per queue message
     EMAILS_SENT = "EmailsSent"
     SENDS_RECONCILED = "SendsReconciled"  # found in Sent after a lost acknowledgement: not resent
     SENDS_SKIPPED = "SendsSkipped"  # the step was stale, or the inbox could not send
+    SENDS_UNCONFIRMED = "SendsUnconfirmed"  # an earlier attempt may have delivered it: held for a person
     SENDS_DEFERRED = "SendsDeferred"  # back on the queue: the inbox's gap, lease or cap, or a transient fault
     SEND_AUTH_FAILURES = "SendAuthFailures"
     SEND_TRANSIENT_FAILURES = "SendTransientFailures"

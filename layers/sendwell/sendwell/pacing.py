@@ -49,9 +49,7 @@ class SendingWindow:
         if not self.days <= frozenset(range(7)):
             raise ValueError(f"window days must be 0=Monday .. 6=Sunday, got {sorted(self.days)}")
         if self.start.tzinfo is not None or self.end.tzinfo is not None:
-            raise ValueError(
-                "window start and end are wall times in the window's tz: give them without a tzinfo"
-            )
+            raise ValueError("window start and end are wall times in the window's tz: give them without a tzinfo")
         if self.start >= self.end:
             raise ValueError(
                 f"window start {self.start.isoformat()} must be before its end {self.end.isoformat()}: "
@@ -136,6 +134,11 @@ class InboxUsage:
             raise ValueError(f"sent_today can't be negative, got {self.sent_today}")
         if self.last_sent_at is not None:
             _utc(self.last_sent_at, "last_sent_at")
+
+
+def local_day(now: datetime, tz: str) -> date:
+    """The date in ``tz`` at ``now``: the day an inbox's daily cap counts in."""
+    return _utc(now, "now").astimezone(_zone(tz)).date()
 
 
 def usage_for(now: datetime, usage: InboxUsage, tz: str) -> InboxUsage:

@@ -30,8 +30,7 @@ class Prospect:
 
     def template_variables(self) -> dict[str, str]:
         """Every non-empty field; an empty one is left out so `{{ x | default("...") }}` applies."""
-        core = {EMAIL: self.email, "first_name": self.first_name, "last_name": self.last_name,
-                "company": self.company}
+        core = {EMAIL: self.email, "first_name": self.first_name, "last_name": self.last_name, "company": self.company}
         return {**self.custom, **{name: value for name, value in core.items() if value}}
 
 

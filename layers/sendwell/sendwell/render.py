@@ -49,9 +49,7 @@ class RenderedStep:
     html: str | None
 
 
-def render_step(
-    subject_tpl: str, text_tpl: str, html_tpl: str | None, variables: Mapping[str, str]
-) -> RenderedStep:
+def render_step(subject_tpl: str, text_tpl: str, html_tpl: str | None, variables: Mapping[str, str]) -> RenderedStep:
     """Render one step; raise :class:`RenderError` (or its subclass) on any template problem."""
     return RenderedStep(
         subject=_render(subject_tpl, variables, part="subject", html=False).strip(),

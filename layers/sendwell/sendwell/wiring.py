@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.parameters import get_parameter
 from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.exceptions import PynamoDBConnectionError
+from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 
 from sendwell.adapters.aws import CachingCipher, KmsCipher, SesMailer, SnsPublisher, SqsAuthFailureReporter, SqsQueue
 from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
@@ -47,21 +47,26 @@ from sendwell.services.auth_failures import IncidentContext
 from sendwell.services.polling import PollContext
 from sendwell.services.reconnect import ReconnectContext
 from sendwell.services.sending import SendContext
+from sendwell.writes import WriteNotDone
 
 logger = Logger()
 install_redaction(logger)
 tracer = Tracer()
 metrics = Metrics()
 
-# What a notice can fail with (SES, SNS, DynamoDB, the idempotency table): the notice is retried
-# later. Anything else is a bug.
+# What a notice can fail with (SES, SNS, DynamoDB, the idempotency table, a write that kept
+# failing): the notice is retried later. Anything else is a bug.
 NOTICE_FAILURES: tuple[type[Exception], ...] = (
     BotoCoreError,
     ClientError,
     PynamoDBConnectionError,
+    WriteNotDone,
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
 )
+# What one inbox's poll can fail with from the platform (KMS refusing its credentials, DynamoDB
+# faults): that inbox is retried next time, and the run goes on with the others.
+PLATFORM_FAILURES: tuple[type[Exception], ...] = (*NOTICE_FAILURES, PynamoDBException)
 
 # Campaign definitions change rarely; a minute-old copy is fine and saves a read per email.
 CAMPAIGN_CACHE_SECONDS = 60
@@ -97,6 +102,7 @@ def _poll_context(
         auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
         events=SnsPublisher(aws.client("sns"), settings.inbox_events_topic_arn),
         once=once,
+        isolated=PLATFORM_FAILURES,
     )
 
 
@@ -133,6 +139,7 @@ def dispatch(env: Mapping[str, str]) -> Dispatch:
 class Send:
     context: SendContext
     send_queue: SqsQueue  # to bring a deferred message back when its inbox can send again
+    dead_letters: SqsQueue  # where a malformed message goes at once, alone
 
 
 def send(env: Mapping[str, str]) -> Send:
@@ -148,12 +155,17 @@ def send(env: Mapping[str, str]) -> Send:
         unsubscribe_base_url=f"{settings.public_base_url}/u",
         campaigns=lambda campaign_id: campaigns.get(campaign_id, lambda: models.campaign.get(campaign_id)),
     )
-    return Send(context=context, send_queue=SqsQueue(aws.client("sqs"), settings.send_queue_url))
+    return Send(
+        context=context,
+        send_queue=SqsQueue(aws.client("sqs"), settings.send_queue_url),
+        dead_letters=SqsQueue(aws.client("sqs"), settings.send_dead_letter_queue_url),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Poll:
     context: PollContext
+    once: IdempotentRunner
 
 
 def poll(env: Mapping[str, str]) -> Poll:
@@ -162,7 +174,7 @@ def poll(env: Mapping[str, str]) -> Poll:
     # Each inbox's credentials are decrypted once per warm container, as send does.
     cipher = CachingCipher(KmsCipher(aws.client("kms"), settings.credentials_key_id))
     once = IdempotentRunner(settings.idempotency_table)
-    return Poll(context=_poll_context(aws, settings, _models(settings), cipher, once))
+    return Poll(context=_poll_context(aws, settings, _models(settings), cipher, once), once=once)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,11 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+
 from sendwell.cache import TtlCache
 from sendwell.ports.messages import AuthFailureReport, QueuedMessage
-from sendwell.ports.platform import Email
+from sendwell.ports.platform import DeliveryUnknown, Email
 
 SQS_BATCH_LIMIT = 10
 MAX_VISIBILITY_SECONDS = 43_200
@@ -42,7 +44,6 @@ class SqsQueue:
             if response.get("Failed"):
                 codes = sorted({failure["Code"] for failure in response["Failed"]})
                 raise QueueDeliveryError(f"{len(response['Failed'])} messages refused: {', '.join(codes)}")
-
 
     def retry_in(self, receipt_handle: str, seconds: int) -> None:
         """Bring a received message back in ``seconds`` (SQS allows at most 12 hours)."""
@@ -79,7 +80,18 @@ class SesMailer:
         self._copy_to = Path(copy_to) if copy_to else None
 
     def send(self, email: Email) -> str:
-        response = self._client.send_email(
+        try:
+            response = self._send(email)
+        except (ReadTimeoutError, ConnectionClosedError) as error:
+            # SES takes no idempotency key: a request whose answer was lost may have been sent.
+            raise DeliveryUnknown(type(error).__name__) from error
+        message_id: str = response["MessageId"]
+        if self._copy_to is not None:
+            self._write_copy(email, message_id)
+        return message_id
+
+    def _send(self, email: Email) -> Any:
+        return self._client.send_email(
             Source=self._sender,
             Destination={"ToAddresses": list(email.to)},
             ReplyToAddresses=list(email.reply_to),
@@ -91,10 +103,6 @@ class SesMailer:
                 },
             },
         )
-        message_id: str = response["MessageId"]
-        if self._copy_to is not None:
-            self._write_copy(email, message_id)
-        return message_id
 
     def _write_copy(self, email: Email, message_id: str) -> None:
         assert self._copy_to is not None

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
-
+from sendwell import writes
 from sendwell.models import Inbox, Models
 from sendwell.ports.platform import Cipher
 
@@ -39,16 +38,15 @@ class CredentialStore:
         """Save over the version ``inbox`` was loaded at; raise StaleCredentials if it moved on."""
         table = self._models.inbox
         version = int(inbox.credentials_version)
-        try:
-            inbox.update(
-                actions=[
-                    table.credentials.set(self.encrypt(inbox.inbox_id, credentials)),
-                    table.credentials_version.set(version + 1),
-                ],
-                condition=table.credentials_version == version,
-            )
-        except UpdateError as error:
-            raise StaleCredentials(inbox.inbox_id) from error
+        if not writes.update(
+            inbox,
+            actions=[
+                table.credentials.set(self.encrypt(inbox.inbox_id, credentials)),
+                table.credentials_version.set(version + 1),
+            ],
+            condition=table.credentials_version == version,
+        ):
+            raise StaleCredentials(inbox.inbox_id)
 
     def reload(self, inbox: Inbox) -> tuple[Inbox, dict[str, Any]]:
         fresh = self._models.inbox.get(inbox.inbox_id, consistent_read=True)

@@ -36,7 +36,7 @@ from sendwell.classify import (
     classify_google_refresh_error,
     classify_google_transport_error,
 )
-from sendwell.failures import ProviderFailure
+from sendwell.failures import ProviderFailure, handed_over_if_transient
 from sendwell.mime import to_gmail_raw
 from sendwell.ports.mailbox import InboundMessage, SentReceipt
 
@@ -93,11 +93,14 @@ class GmailMailbox:
 
     # -- Mailbox --------------------------------------------------------------------------------------
 
+    confirms_by_sent = True  # a message the API accepted is in SENT at once
+
     def send(self, message: EmailMessage, *, thread_id: str | None) -> SentReceipt:
         body = {"raw": to_gmail_raw(message)}
         if thread_id:
             body["threadId"] = thread_id
-        sent = self._call("POST", "/messages/send", json=body)
+        with handed_over_if_transient():
+            sent = self._call("POST", "/messages/send", json=body)
         return SentReceipt(provider_message_id=str(sent["id"]), thread_id=str(sent["threadId"]))
 
     def find_sent(self, message_id: str) -> SentReceipt | None:

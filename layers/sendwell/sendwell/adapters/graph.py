@@ -38,7 +38,7 @@ from sendwell.classify import (
     classify_msal_exception,
     classify_msal_result,
 )
-from sendwell.failures import ProviderFailure
+from sendwell.failures import ProviderFailure, handed_over_if_transient
 from sendwell.mime import to_bytes
 from sendwell.ports.mailbox import InboundMessage, SentReceipt
 
@@ -146,12 +146,16 @@ class GraphMailbox:
 
     # -- Mailbox --------------------------------------------------------------------------------------
 
+    # Sent Items gets the copy of an accepted message within seconds; a retry comes a minute later.
+    confirms_by_sent = True
+
     def send(self, message: EmailMessage, *, thread_id: str | None) -> SentReceipt:
         # Graph threads by In-Reply-To/References, which the message carries; it takes no thread id.
-        response = self._call(
-            "POST", f"{self._api}/me/sendMail", data=base64.b64encode(to_bytes(message)), content_type="text/plain"
-        )
-        self._checked(response)
+        with handed_over_if_transient():
+            response = self._call(
+                "POST", f"{self._api}/me/sendMail", data=base64.b64encode(to_bytes(message)), content_type="text/plain"
+            )
+            self._checked(response)
         # sendMail answers 202 without an id; the copy in Sent Items has it (and the conversation).
         # The message is accepted already, so a failed lookup must not fail the send (that would
         # send it again); replies are then matched by their In-Reply-To alone.

@@ -169,9 +169,7 @@ class ImapMailbox:
 
     def _session(self) -> imaplib.IMAP4:
         if self._client is None:
-            context = self._ssl_context or (
-                default_client_context() if self._use_ssl or self._starttls else None
-            )
+            context = self._ssl_context or (default_client_context() if self._use_ssl or self._starttls else None)
             client: imaplib.IMAP4
             if self._use_ssl:
                 client = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=context, timeout=self._timeout)
@@ -217,9 +215,7 @@ class ImapMailbox:
         if uid_next is not None and uid_next <= cursor.last_uid + 1:
             return [], cursor  # nothing new, known from EXAMINE alone
         # "n+1:*" always matches the newest message, even an old one: keep only what is newer.
-        uids = [
-            uid for uid in self._search(client, "UID", f"{cursor.last_uid + 1}:*") if uid > cursor.last_uid
-        ]
+        uids = [uid for uid in self._search(client, "UID", f"{cursor.last_uid + 1}:*") if uid > cursor.last_uid]
         messages = self._fetch(client, uids, batch=batch, since=None)
         return messages, ImapCursor(cursor.uidvalidity, max([cursor.last_uid, *uids]))
 

@@ -36,6 +36,8 @@ class CustomMailbox:
 
     smtp: SmtpSender
     imap: Callable[[], ImapMailbox]
+    # The copy in Sent is saved after SMTP took the message: its absence proves nothing.
+    confirms_by_sent = False
 
     def send(self, message: EmailMessage, *, thread_id: str | None) -> SentReceipt:
         self.smtp.send(message)

@@ -53,15 +53,26 @@ class SmtpSender:
         message_id = msg["Message-ID"]
         if not message_id:
             raise ValueError("the message needs our own Message-ID to be reconciled later")
+        handed_over = False
+
+        def data(message: bytes | str) -> tuple[int, bytes]:
+            # From DATA on, a lost connection or a timeout leaves the outcome unknown: the server
+            # may have taken the message. A reply it sends (SMTPDataError) is a known refusal.
+            nonlocal handed_over
+            handed_over = True
+            return smtplib.SMTP.data(smtp, message)
+
         try:
             smtp = self._connect()
             try:
                 self._authenticate(smtp)
+                smtp.data = data  # type: ignore[method-assign,assignment]
                 smtp.send_message(msg)
             finally:
                 _quit(smtp)
         except (smtplib.SMTPException, OSError) as exc:
-            raise ProviderFailure(classify_smtp_error(exc)) from exc
+            unknown = handed_over and not isinstance(exc, smtplib.SMTPResponseException)
+            raise ProviderFailure(classify_smtp_error(exc), delivery_unknown=unknown) from exc
         return str(message_id)
 
     def verify_login(self) -> None:

@@ -34,6 +34,10 @@ class InboundMessage:
 class Mailbox(Protocol):
     """One connected inbox at its provider. Every failure is a ``ProviderFailure``."""
 
+    @property
+    def confirms_by_sent(self) -> bool:
+        """Whether ``find_sent`` finding nothing proves an earlier attempt did not send."""
+
     def send(self, message: EmailMessage, *, thread_id: str | None) -> SentReceipt: ...
 
     def find_sent(self, message_id: str) -> SentReceipt | None:

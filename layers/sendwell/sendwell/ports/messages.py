@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sendwell.failures import Failure
 from sendwell.models import Inbox
@@ -15,6 +16,10 @@ class QueuedMessage:
     body: str
     group_id: str | None = None  # FIFO queues: ordering scope (the inbox)
     deduplication_id: str | None = None  # FIFO queues: the same step enqueued twice is one message
+
+
+class MalformedMessage(ValueError):
+    """A queue message that is not what its queue carries (bad JSON, missing or mistyped fields)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +36,23 @@ class SendRequest:
     # empty in messages enqueued before they were added.
     campaign_id: str = ""
     inbox_address: str = ""
+    # The inbox's time zone: the send function counts the cap in the local day *it* claims in,
+    # which is a later one than dispatch saw when the message waited across local midnight.
+    timezone: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, body: str) -> SendRequest:
-        data = json.loads(body)
+        try:
+            data = json.loads(body)
+            return cls._of(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise MalformedMessage(f"not a send request: {type(error).__name__}") from error
+
+    @classmethod
+    def _of(cls, data: dict[str, Any]) -> SendRequest:
         return cls(
             enrollment_id=str(data["enrollment_id"]),
             step_index=int(data["step_index"]),
@@ -46,6 +61,7 @@ class SendRequest:
             min_gap_seconds=int(data["min_gap_seconds"]),
             campaign_id=str(data.get("campaign_id", "")),
             inbox_address=str(data.get("inbox_address", "")),
+            timezone=str(data.get("timezone", "")),
         )
 
     def to_message(self) -> QueuedMessage:
@@ -66,6 +82,9 @@ class AuthFailureReport:
     fix: str
     at: str  # ISO-8601 UTC
     source: str  # send | poll | reconnect
+    # The inbox's credentials version the failing call used: a report about credentials that were
+    # replaced since (renewed, reconnected) says nothing about the current ones. -1: not known.
+    credentials_version: int = -1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -81,9 +100,11 @@ class AuthFailureReport:
             fix=failure.fix,
             at=at.isoformat(),
             source=source,
+            credentials_version=int(inbox.credentials_version),
         )
 
     @classmethod
     def from_json(cls, body: str) -> AuthFailureReport:
         data = json.loads(body)
-        return cls(**{name: str(data[name]) for name in cls.__dataclass_fields__})
+        text = {name: str(data[name]) for name in cls.__dataclass_fields__ if name != "credentials_version"}
+        return cls(**text, credentials_version=int(data.get("credentials_version", -1)))

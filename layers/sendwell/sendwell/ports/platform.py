@@ -38,9 +38,15 @@ class Email:
     reply_to: tuple[str, ...] = ()
 
 
+class DeliveryUnknown(Exception):
+    """The mail service may have taken the notice (its answer was lost): sending it again could
+    deliver it twice, so it is not retried."""
+
+
 class Mailer(Protocol):
     def send(self, email: Email) -> str:
-        """Send a notice; returns the provider's message id."""
+        """Send a notice; returns the provider's message id. Raises ``DeliveryUnknown`` when the
+        request went out and its answer was lost."""
 
 
 class Cipher(Protocol):

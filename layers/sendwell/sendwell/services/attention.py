@@ -13,9 +13,10 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
+from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.models import Inbox, InboxStatus, LinkState, Models
 from sendwell.ports.platform import NoticeContext
@@ -30,7 +31,6 @@ class Attention(enum.StrEnum):
     RESCHEDULED = "rescheduled"  # looked at too early: due again later
     CLEARED = "cleared"  # nothing (more) to say: taken off the attention index
     SKIPPED = "skipped"  # changed while we looked (reconnected, another run): nothing done
-
 
 
 def attend_all(
@@ -110,9 +110,7 @@ def _remind(ctx: IncidentContext, inbox: Inbox, now: datetime) -> Attention:
         & (table.incident_id == inbox.incident_id)
         & (table.reminders_sent == sent)
     )
-    try:
-        inbox.update(actions=actions, condition=condition)
-    except UpdateError:
+    if not writes.update(inbox, actions=actions, condition=condition):
         return Attention.SKIPPED  # reconnected, or another run advanced it
     return Attention.REMINDED
 
@@ -122,20 +120,17 @@ def _report_degraded(ctx: IncidentContext, inbox: Inbox, since: datetime, now: d
     same_spell = (table.status == InboxStatus.CONNECTED.value) & (table.transient_since == since)
     due = since + ctx.degraded_after
     if due > now:
-        try:
-            inbox.update(actions=[table.attention_at.set(epoch(due))], condition=same_spell)
-        except UpdateError:
+        if not writes.update(inbox, actions=[table.attention_at.set(epoch(due))], condition=same_spell):
             return Attention.SKIPPED
         return Attention.RESCHEDULED
     if ctx.admin_emails:
         email = notices.degraded(workspace=ctx.workspace_name, inbox=inbox, since=since, to=ctx.admin_emails)
         ctx.once.run(f"degraded:{inbox.inbox_id}:{epoch(since)}", lambda: ctx.mailer.send(email))
-    try:
-        inbox.update(
-            actions=[table.degraded_notified.set(True), table.attention_shard.remove(), table.attention_at.remove()],
-            condition=same_spell,
-        )
-    except UpdateError:
+    if not writes.update(
+        inbox,
+        actions=[table.degraded_notified.set(True), table.attention_shard.remove(), table.attention_at.remove()],
+        condition=same_spell,
+    ):
         return Attention.SKIPPED  # it recovered (or disconnected) meanwhile
     activity.record(
         ctx.models,
@@ -151,12 +146,11 @@ def _report_degraded(ctx: IncidentContext, inbox: Inbox, since: datetime, now: d
 
 def _clear_attention(ctx: IncidentContext, inbox: Inbox) -> Attention:
     table = ctx.models.inbox
-    try:
-        inbox.update(
-            actions=[table.attention_shard.remove(), table.attention_at.remove()],
-            condition=table.attention_at == inbox.attention_at,  # not one set meanwhile for a new reason
-        )
-    except UpdateError:
+    if not writes.update(
+        inbox,
+        actions=[table.attention_shard.remove(), table.attention_at.remove()],
+        condition=table.attention_at == inbox.attention_at,  # not one set meanwhile for a new reason
+    ):
         return Attention.SKIPPED
     return Attention.CLEARED
 
@@ -172,9 +166,7 @@ def notify_expired_links(ctx: NoticeContext, *, now: datetime) -> int:
     not_notified = table.expiry_notified == False  # noqa: E712 - a DynamoDB condition, not a comparison
     expired = table.scan((table.state == LinkState.ACTIVE.value) & (table.expires_at <= now) & not_notified)
     for link in expired:
-        try:
-            link.update(actions=[table.expiry_notified.set(True)], condition=not_notified)
-        except UpdateError:
+        if not writes.update(link, actions=[table.expiry_notified.set(True)], condition=not_notified):
             continue  # another run has it
         handled += 1
         try:

@@ -17,9 +17,10 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
+from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.failures import FailureKind
 from sendwell.models import Campaign, Inbox, InboxStatus, Models
@@ -129,9 +130,10 @@ def _disconnect(ctx: IncidentContext, inbox: Inbox, report: AuthFailureReport, n
         ]
     # A report written before the inbox's last reconnect is about the old grant: ignore it.
     fresh = table.reconnected_at.does_not_exist() | (table.reconnected_at < failed_at)
-    try:
-        inbox.update(actions=actions, condition=(table.status == InboxStatus.CONNECTED.value) & fresh)
-    except UpdateError:
+    if report.credentials_version >= 0:
+        # Made with credentials replaced since (renewed while connected): not about the current ones.
+        fresh &= table.credentials_version == report.credentials_version
+    if not writes.update(inbox, actions=actions, condition=(table.status == InboxStatus.CONNECTED.value) & fresh):
         inbox.refresh(consistent_read=True)
         return False
     return True
@@ -144,12 +146,11 @@ def _pause_campaigns(ctx: IncidentContext, inbox: Inbox, now: datetime) -> None:
         table = ctx.models.campaign
         affected: list[Campaign] = []
         for campaign in campaigns_on(ctx.models, inbox.inbox_id):
-            try:  # a set add: repeating it after a crash changes nothing
-                campaign.update(
-                    actions=[table.disconnected_inbox_ids.add({inbox.inbox_id})],
-                    condition=table.campaign_id.exists(),  # never recreate one deleted meanwhile
-                )
-            except UpdateError:
+            if not writes.update(
+                campaign,
+                actions=[table.disconnected_inbox_ids.add({inbox.inbox_id})],
+                condition=table.campaign_id.exists(),
+            ):
                 continue
             affected.append(campaign)
         reason = notices.UNKNOWN_REASON if not inbox.status_reason else inbox.status_reason.rstrip(".")

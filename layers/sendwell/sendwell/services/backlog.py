@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
-
+from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.models import BacklogMode, Campaign, Enrollment, EnrollmentState, Inbox, Models
 from sendwell.pacing import InboxUsage, SendingWindow, pace_backlog, record_send
@@ -49,7 +48,6 @@ class BacklogRelease:
             f"{notices.count(self.released, 'waiting email')} spread from {self.first_slot.strftime(notices.DATE)} "
             f"to {self.last_slot.strftime(notices.DATE)}, within the inbox's daily limit and sending hours{tail}."
         )
-
 
 
 def release_backlog(models: Models, inbox: Inbox, mode: BacklogMode, *, now: datetime) -> BacklogRelease:
@@ -104,14 +102,13 @@ def _pace(models: Models, inbox: Inbox, due_now: list[tuple[Enrollment, Campaign
         jitters = [jitter_for(f"{e.enrollment_id}:{e.step_index}") for e in group]
         group_slots = pace_backlog(now, len(group), window=window, limits=limits, usage=usage, jitters=jitters)
         for enrollment, slot in zip(group, group_slots, strict=True):
-            try:
-                enrollment.update(
-                    actions=[table.due_at.set(epoch(slot))],
-                    condition=(table.step_index == enrollment.step_index)
-                    & (table.due_at == enrollment.due_at)
-                    & (table.state == EnrollmentState.ACTIVE.value),
-                )
-            except UpdateError:
+            if not writes.update(
+                enrollment,
+                actions=[table.due_at.set(epoch(slot))],
+                condition=(table.step_index == enrollment.step_index)
+                & (table.due_at == enrollment.due_at)
+                & (table.state == EnrollmentState.ACTIVE.value),
+            ):
                 continue  # it was sent, stopped or re-timed meanwhile: its own state wins
             slots.append(slot)
             usage = record_send(usage, slot, limits.tz)
@@ -157,9 +154,7 @@ def _handle_late(models: Models, campaign: Campaign, enrollment: Enrollment, now
                 table.due_at.remove(),
             ]
         outcome = "skipped"
-    try:
-        enrollment.update(actions=actions, condition=unchanged)
-    except UpdateError:
+    if not writes.update(enrollment, actions=actions, condition=unchanged):
         return None
     return outcome
 

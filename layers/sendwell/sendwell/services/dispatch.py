@@ -18,15 +18,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 
+from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.models import DUE_SHARDS, Enrollment, Inbox, InboxStatus, Models
 from sendwell.pacing import SendingWindow, next_send_time
 from sendwell.ports.messages import QueuedMessage, SendRequest
 from sendwell.ports.platform import MessageQueue
+from sendwell.services.inbox_health import replies_are_current
 from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
 from sendwell.services.lookups import find_campaign
+from sendwell.services.polling import POLL_INTERVAL
 
 
 @dataclass
@@ -40,6 +43,8 @@ class DispatchReport:
     # steps held by disconnected or reconnecting inboxes (they wait for the reconnect, by design).
     oldest_due_at: int | None = None
     disconnected_backlog: int = 0
+    # Follow-ups held because the inbox's replies are not known to be current (polling is behind).
+    held_for_replies: int = 0
 
     def lag_seconds(self, now: datetime) -> int:
         return 0 if self.oldest_due_at is None else max(0, epoch(now) - self.oldest_due_at)
@@ -76,6 +81,7 @@ def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, pe
         assert inbox is not None
         usage = usage_of(inbox, now)
         limits = limits_of(inbox)
+        replies_current = replies_are_current(inbox, now=now, poll_interval=POLL_INTERVAL)
         chosen = False
         for step in sorted(steps, key=lambda s: (s.due_at or 0, s.enrollment_id)):
             if step.campaign_id not in windows:
@@ -83,6 +89,10 @@ def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, pe
                 windows[step.campaign_id] = campaign_window(campaign) if campaign else None
             window = windows[step.campaign_id]
             if window is None:
+                continue
+            if int(step.step_index) > 0 and not replies_current:
+                report.held_for_replies += 1
+                report.note_still_due(step)
                 continue
             jitter = jitter_for(f"{step.enrollment_id}:{step.step_index}")
             slot = next_send_time(now, window=window, limits=limits, usage=usage, jitter=jitter)
@@ -95,6 +105,7 @@ def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, pe
                     min_gap_seconds=int(limits.gap(jitter).total_seconds()),
                     campaign_id=step.campaign_id,
                     inbox_address=inbox.address,
+                    timezone=limits.tz,
                 )
                 outgoing.append(request.to_message())
                 chosen = True
@@ -132,11 +143,9 @@ def _retime(models: Models, step: Enrollment, slot: datetime) -> bool:
     """Move a due step to the instant it may go, unless something else changed it meanwhile."""
     if slot.timestamp() - (step.due_at or 0) < 60:
         return False  # it becomes sendable within a tick anyway: leave it, save the write
-    try:
-        step.update(
-            actions=[models.enrollment.due_at.set(epoch(slot))],
-            condition=(models.enrollment.due_at == step.due_at) & (models.enrollment.step_index == step.step_index),
-        )
-    except UpdateError:
-        return False  # the send function or a reply got there first
-    return True
+    # False: the send function or a reply got there first.
+    return writes.update(
+        step,
+        actions=[models.enrollment.due_at.set(epoch(slot))],
+        condition=(models.enrollment.due_at == step.due_at) & (models.enrollment.step_index == step.step_index),
+    )

@@ -6,8 +6,7 @@ in its own words (the log entry's time and dedup key differ: a poll logs at the 
 
 from __future__ import annotations
 
-from pynamodb.exceptions import UpdateError
-
+from sendwell import writes
 from sendwell.models import Enrollment, EnrollmentState, Models
 
 # States a sequence can still be stopped from: running, or held by an admin or a late follow-up.
@@ -19,19 +18,17 @@ def stop(models: Models, enrollment: Enrollment, state: EnrollmentState, reason:
 
     True when the enrollment is now in ``state``: this write did it, or an earlier attempt of the
     same change did (a replayed poll, a redelivered send). False when it had already stopped for
-    another reason, which wins.
+    another reason, which wins. A write that could not be made raises ``WriteNotDone``.
     """
     table = models.enrollment
-    try:
-        enrollment.update(
-            actions=[
-                table.state.set(state.value),
-                table.state_reason.set(reason[:500]),
-                table.due_shard.remove(),
-                table.due_at.remove(),
-            ],
-            condition=table.state.is_in(*(s.value for s in STOPPABLE)),
-        )
-    except UpdateError:
-        return enrollment.state == state.value
-    return True
+    actions = [
+        table.state.set(state.value),
+        table.state_reason.set(reason[:500]),
+        table.due_shard.remove(),
+        table.due_at.remove(),
+    ]
+    if writes.update(enrollment, actions=actions, condition=table.state.is_in(*(s.value for s in STOPPABLE))):
+        return True
+    # The stored state decides, not the copy we hold: our own earlier write may be what failed
+    # the condition (a retry after a lost response, a replayed poll).
+    return models.enrollment.get(enrollment.enrollment_id, consistent_read=True).state == state.value

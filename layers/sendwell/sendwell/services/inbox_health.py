@@ -13,6 +13,9 @@ from sendwell.clock import epoch
 from sendwell.models import POLL_SHARDS, Inbox
 
 DEGRADED_AFTER = timedelta(hours=24)
+# Replies are known to be current while the last successful poll is at most this many poll
+# intervals old; follow-ups wait otherwise (a reply may be sitting unread).
+REPLIES_CURRENT_INTERVALS = 2
 # The attention index is spread over partitions like the poll index.
 ATTENTION_SHARDS = POLL_SHARDS
 
@@ -28,3 +31,9 @@ def degraded_watch(table: type[Inbox], *, now: datetime, after: timedelta = DEGR
         table.attention_shard.set(str(secrets.randbelow(ATTENTION_SHARDS))),
         table.attention_at.set(epoch(now + after)),
     ]
+
+
+def replies_are_current(inbox: Inbox, *, now: datetime, poll_interval: timedelta) -> bool:
+    """Whether the inbox's last successful poll is recent enough to send it a follow-up."""
+    last = inbox.last_polled_at
+    return last is not None and now - last <= poll_interval * REPLIES_CURRENT_INTERVALS

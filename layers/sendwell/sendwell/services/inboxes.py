@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist
 
+from sendwell import writes
 from sendwell.failures import Provider
 from sendwell.models import Inbox, InboxStatus, Models
 from sendwell.services import activity
@@ -102,10 +103,9 @@ def create_inbox(models: Models, new: NewInbox, *, now: datetime, created_by: st
         inbox.smtp_host, inbox.smtp_port, inbox.smtp_security = new.smtp_host, new.smtp_port, new.smtp_security
         inbox.imap_host, inbox.imap_port, inbox.imap_security = new.imap_host, new.imap_port, new.imap_security
         inbox.username = new.username or new.address
-    try:
-        inbox.save(condition=models.inbox.inbox_id.does_not_exist())
-    except PutError as error:  # a 64-bit id collision: vanishingly rare, but never overwrite
-        raise InboxConflict("inbox id already taken; try again") from error
+    if not writes.save(inbox, condition=models.inbox.inbox_id.does_not_exist()):
+        # A 64-bit id collision: vanishingly rare, but never overwrite.
+        raise InboxConflict("inbox id already taken; try again")
     activity.record(
         models,
         now=now,
@@ -150,10 +150,8 @@ def set_paused(models: Models, inbox_id: str, *, paused: bool, now: datetime, ac
     actions: list[Any] = [models.inbox.paused.set(paused)]
     if paused:
         actions += [models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()]
-    try:
-        inbox.update(actions=actions, condition=models.inbox.paused == (not paused))
-    except UpdateError as error:
-        raise InboxConflict("the inbox changed while pausing; try again") from error
+    if not writes.update(inbox, actions=actions, condition=models.inbox.paused == (not paused)):
+        raise InboxConflict("the inbox changed while pausing; try again")
     verb = "paused" if paused else "resumed"
     activity.record(models, now=now, kind=f"inbox.{verb}", message=f"Sending {verb} by {actor}", inbox_id=inbox_id)
     return inbox

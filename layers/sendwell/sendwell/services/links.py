@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 
+from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.models import BacklogMode, LinkState, Models, ReconnectLink
 
@@ -135,21 +136,20 @@ def consume(models: Models, link: ReconnectLink, *, now: datetime) -> None:
     gets the error that describes the link as it is now (used, revoked or expired).
     """
     table = models.link
-    try:
-        link.update(
-            actions=[table.state.set(LinkState.USED.value), table.used_at.set(now)],
-            condition=(table.state == LinkState.ACTIVE.value) & (table.expires_at > now),
-        )
-    except UpdateError as error:
+    if not writes.update(
+        link,
+        actions=[table.state.set(LinkState.USED.value), table.used_at.set(now)],
+        condition=(table.state == LinkState.ACTIVE.value) & (table.expires_at > now),
+    ):
         try:
             link.refresh(consistent_read=True)
         except DoesNotExist:
-            raise LinkInvalid("unknown token") from error
+            raise LinkInvalid("unknown token") from None
         if link.state == LinkState.REVOKED:
-            raise LinkInvalid("revoked") from error
+            raise LinkInvalid("revoked")
         if link.state == LinkState.ACTIVE and link.expires_at <= now:
-            raise LinkExpired(link.link_id) from error
-        raise LinkUsed(link.link_id) from error
+            raise LinkExpired(link.link_id)
+        raise LinkUsed(link.link_id)
 
 
 def active_links(models: Models, inbox_id: str, *, now: datetime) -> list[ReconnectLink]:
@@ -175,11 +175,8 @@ def revoke(models: Models, link_id: str, *, inbox_id: str) -> bool:
 def revoke_link(models: Models, link: ReconnectLink) -> bool:
     """Revoke a link already in hand; False if it was no longer active."""
     table = models.link
-    try:
-        link.update(actions=[table.state.set(LinkState.REVOKED.value)], condition=table.state == LinkState.ACTIVE.value)
-    except UpdateError:
-        return False
-    return True
+    revoked = [table.state.set(LinkState.REVOKED.value)]
+    return writes.update(link, actions=revoked, condition=table.state == LinkState.ACTIVE.value)
 
 
 def revoke_all(models: Models, inbox_id: str, *, now: datetime) -> int:

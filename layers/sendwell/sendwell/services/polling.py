@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 
+from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.failures import FailureKind, ProviderFailure
 from sendwell.ids import parse_step_message_id
@@ -28,6 +29,7 @@ from sendwell.ports.messages import AuthFailureReport
 from sendwell.ports.platform import AuthFailureReporter, EventPublisher, Once
 from sendwell.services import activity, enrollment_states
 from sendwell.services.inbox_health import degraded_watch
+from sendwell.writes import WriteNotDone
 
 POLL_INTERVAL = timedelta(minutes=5)
 DEFAULT_SENDER_LIMIT_PAUSE = timedelta(hours=24)
@@ -42,6 +44,9 @@ class PollContext:
     auth_failures: AuthFailureReporter
     events: EventPublisher
     once: Once
+    # What one inbox's poll can fail with besides its provider (AWS faults, a write that kept
+    # failing, credentials that can't be decrypted): the run goes on with the other inboxes.
+    isolated: tuple[type[Exception], ...] = (WriteNotDone,)
     interval: timedelta = POLL_INTERVAL
 
 
@@ -77,26 +82,36 @@ def poll_lag_seconds(models: Models, *, now: datetime) -> int:
 
 
 def poll_due_inboxes(ctx: PollContext, *, now: datetime, limit: int = 200) -> list[PollResult]:
+    """Poll every inbox that is due. One inbox's failure never stops the others: an error of
+    ``ctx.isolated`` (AWS, DynamoDB, KMS faults; a write that kept failing) is its result's
+    ``failure``, its cursor stays where it was, and it is polled again next time."""
     results: list[PollResult] = []
+    table = ctx.models.inbox
     for shard in range(POLL_SHARDS):
-        for key in ctx.models.inbox.poll_index.query(
-            str(shard), ctx.models.inbox.next_poll_at <= epoch(now), limit=limit
-        ):
+        for key in table.poll_index.query(str(shard), table.next_poll_at <= epoch(now), limit=limit):
             try:
-                inbox = ctx.models.inbox.get(key.inbox_id)
+                inbox = table.get(key.inbox_id)
+                results.append(poll_inbox(ctx, inbox, now=now))
             except DoesNotExist:
                 continue
-            results.append(poll_inbox(ctx, inbox, now=now))
+            except ctx.isolated as error:
+                results.append(PollResult(inbox_id=key.inbox_id, failure=f"error:{type(error).__name__}"))
     return results
 
 
 def poll_inbox(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime | None = None) -> PollResult:
-    """Poll one inbox from its cursor; ``since`` forces a look back to that time (reconnect catch-up)."""
+    """Poll one inbox from its cursor; a resync looks back at least to ``since`` (reconnect catch-up).
+
+    The cursor is saved only after every message's effects are stored: a write that keeps failing
+    raises (``WriteNotDone``), and the next poll reads the same messages again.
+    """
     result = PollResult(inbox_id=inbox.inbox_id)
-    cursor = None if since is not None else inbox.poll_cursor
-    # A resync (no cursor, or the provider forgot it) looks back past the last poll by a margin:
-    # processing a message twice is harmless, missing one is not.
-    lookback = since or ((inbox.last_polled_at - RESYNC_MARGIN) if inbox.last_polled_at else now - FIRST_POLL_LOOKBACK)
+    cursor = inbox.poll_cursor  # the last successful poll's: a catch-up starts there too
+    # A resync (no cursor, or the provider forgot it) looks back past the last poll by a margin,
+    # and to ``since`` when that is earlier: processing a message twice is harmless, missing one is not.
+    lookback = (inbox.last_polled_at - RESYNC_MARGIN) if inbox.last_polled_at else now - FIRST_POLL_LOOKBACK
+    if since is not None:
+        lookback = min(lookback, since)
     try:
         mailbox = ctx.mailboxes.open(inbox)
         messages, new_cursor = mailbox.poll(cursor, since=lookback)
@@ -138,10 +153,8 @@ def _save_cursor(
     if inbox.status == InboxStatus.CONNECTED and not inbox.paused:
         actions.append(table.next_poll_at.set(epoch(now + ctx.interval) + secrets.randbelow(30)))
     condition = table.poll_cursor.does_not_exist() if cursor_before is None else table.poll_cursor == cursor_before
-    try:
-        inbox.update(actions=actions, condition=condition)
-    except UpdateError:
-        pass  # a concurrent poll saved a newer cursor; ours would move it backwards
+    # False: a concurrent poll saved a newer cursor; ours would move it backwards.
+    writes.update(inbox, actions=actions, condition=condition)
 
 
 def _on_poll_failure(ctx: PollContext, inbox: Inbox, error: ProviderFailure, now: datetime) -> None:

@@ -31,9 +31,10 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.condition import Condition
 
+from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.failures import Provider
 from sendwell.models import BacklogMode, Inbox, InboxStatus, LinkState, Models, ReconnectLink, WebSession
@@ -300,10 +301,8 @@ def _store_credentials(
         condition &= table.identity_issuer.does_not_exist()
     elif identity is not None:
         condition &= (table.identity_issuer == identity[0]) & (table.identity_subject == identity[1])
-    try:
-        inbox.update(actions=actions, condition=condition)
-    except UpdateError as error:
-        raise InboxChanged(inbox.inbox_id) from error
+    if not writes.update(inbox, actions=actions, condition=condition):
+        raise InboxChanged(inbox.inbox_id)
     activity.record(
         ctx.models,
         now=now,
@@ -331,10 +330,11 @@ def _mark_connected(ctx: ReconnectContext, inbox: Inbox, *, held: bool, now: dat
     ]
     if held:
         actions.append(table.paused.set(True))
-    try:
-        inbox.update(actions=actions, condition=table.status == InboxStatus.RECONNECTING.value)
-    except UpdateError as error:
-        raise InboxChanged(inbox.inbox_id) from error
+    if writes.update(inbox, actions=actions, condition=table.status == InboxStatus.RECONNECTING.value):
+        return
+    # Two links finished at once: the other one connected it first. Both owners see success.
+    if table.get(inbox.inbox_id, consistent_read=True).status != InboxStatus.CONNECTED:
+        raise InboxChanged(inbox.inbox_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,13 +371,12 @@ def _take_flow(ctx: ReconnectContext, session: WebSession, state: str) -> bytes:
     if not expected or ciphertext is None or not hmac.compare_digest(expected.encode(), state.encode()):
         raise RequestRejected("state does not match")
     table = ctx.models.session
-    try:
-        session.update(
-            actions=[table.oauth_state.remove(), table.oauth_flow.remove()],
-            condition=table.oauth_state == expected,
-        )
-    except UpdateError as error:
-        raise RequestRejected("state already used") from error  # a replayed callback lost the race
+    if not writes.update(
+        session,
+        actions=[table.oauth_state.remove(), table.oauth_flow.remove()],
+        condition=table.oauth_state == expected,
+    ):
+        raise RequestRejected("state already used")  # a replayed callback lost the race
     return ctx.cipher.decrypt(bytes(ciphertext), context=_flow_context(session))
 
 
@@ -406,5 +405,3 @@ def _flow_context(session: WebSession) -> dict[str, str]:
 
 def _json_bytes(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True).encode()
-
-

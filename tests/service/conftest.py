@@ -1,0 +1,7 @@
+"""Service tier: template.yaml deployed on moto, one deployment per test (``aws``)."""
+
+from __future__ import annotations
+
+from tests.deployment import aws, sample_event
+
+__all__ = ["aws", "sample_event"]  # fixtures: pytest finds them here
