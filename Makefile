@@ -12,11 +12,13 @@ export PYTHONPATH := layers/sendwell:.
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run test lint typecheck template build pytest bench system-deps clean
+.PHONY: help run test unit fast lint typecheck template build pytest bench system-deps clean
 
 help:
 	@echo "make run    - run sendwell locally (embedded AWS, local API on http://127.0.0.1:3000, demo)"
 	@echo "make test   - lint, type-check, template checks, sam build, and the test suite"
+	@echo "make unit   - the unit tests (tests/unit: no AWS, no servers; seconds)"
+	@echo "make fast   - every test but the browser and Dovecot ones (needs no system packages)"
 	@echo "make bench  - benchmarks (figures as ratios measured in one run)"
 
 $(BIN)/.installed: requirements-dev.txt layers/deps/requirements.txt
@@ -61,6 +63,14 @@ build: $(DEPLOY_VENV)/bin/.installed
 
 pytest: $(BIN)/.installed system-deps
 	$(BIN)/python -m pytest
+
+# The tiers (tests/unit, tests/service, tests/e2e): the unit tier alone, or all but what needs Dovecot
+# or Chromium, so neither needs `system-deps`.
+unit: $(BIN)/.installed
+	$(BIN)/python -m pytest tests/unit
+
+fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not browser and not dovecot"
 
 test: lint typecheck template build pytest
 

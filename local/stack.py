@@ -89,6 +89,11 @@ def load_handler(function_logical_id: str, template: Mapping[str, Any]) -> Handl
     for name, loaded in list(sys.modules.items()):
         if Path(getattr(loaded, "__file__", None) or "/").resolve().parent == code:
             del sys.modules[name]
+    # The wiring too, and the log level: a new container's logger takes them from its environment,
+    # but Powertools configures a service's logger once per process.
+    sys.modules.pop("sendwell.wiring", None)
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME", "service_undefined")
+    logging.getLogger(service).setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO").upper())
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")

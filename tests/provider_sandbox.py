@@ -41,7 +41,7 @@ from sendwell.models import Inbox, InboxStatus, new_step
 from sendwell.ports.mailbox import InboundMessage, Mailbox, Mailboxes, SentReceipt
 from sendwell.ports.messages import SendRequest
 from sendwell.services.sending import Outcome, SendContext, send_step
-from tests.conftest import Deployment
+from tests.deployment import Deployment
 
 GOOGLE_CLIENT_ID = "1234567890-sendwell.apps.googleusercontent.com"
 GOOGLE_CLIENT_SECRET = "GOCSPX-sandbox-client-secret"
@@ -173,6 +173,28 @@ def _stored(tokens: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def trusting_session(sandbox: Sandbox) -> requests.Session:
+    """A requests session that trusts the sandbox's CA, whatever the environment says (proxies, CA bundle)."""
+    session = requests.Session()
+    session.trust_env, session.verify = False, sandbox.ca_bundle_path
+    return session
+
+
+def sandbox_environment(sandbox: Sandbox, *, google_client_id: str, microsoft_client_id: str) -> dict[str, str]:
+    """The environment that points sendwell's functions at the sandbox, with their OAuth clients configured."""
+    return {
+        "SENDWELL_GOOGLE_CLIENT_ID": google_client_id,
+        "SENDWELL_MICROSOFT_CLIENT_ID": microsoft_client_id,
+        "SENDWELL_GOOGLE_AUTH_URL": sandbox.google_auth_url,
+        "SENDWELL_GOOGLE_TOKEN_URL": sandbox.google_token_url,
+        "SENDWELL_GOOGLE_CERTS_URL": sandbox.google_certs_url,
+        "SENDWELL_GMAIL_API_URL": sandbox.base_url,
+        "SENDWELL_GRAPH_API_URL": f"{sandbox.base_url}/graph",
+        "SENDWELL_MICROSOFT_AUTHORITY": sandbox.microsoft_authority("organizations"),
+        "SENDWELL_CA_BUNDLE": sandbox.ca_bundle_path,
+    }
+
+
 def mime(sender: str, to: str, subject: str, *, in_reply_to: str | None = None, body: str = "") -> bytes:
     """An incoming message as a person's mail client would write it."""
     message = EmailMessage()
@@ -299,6 +321,8 @@ class SendWorld:
         mailboxes: Mailboxes | None = None,
     ) -> Outcome:
         now = self.start + later
+        # The poll function keeps the inbox's replies current; follow-ups wait otherwise.
+        self.models.inbox(self.inbox_id).update(actions=[self.models.inbox.last_polled_at.set(now)])
         context = SendContext(
             models=self.models,
             mailboxes=mailboxes or self.fresh_mailboxes(),
@@ -336,6 +360,10 @@ class _CrashingMailbox:
     def poll(self, cursor: str | None, *, since: datetime) -> tuple[list[InboundMessage], str]:
         return self.mailbox.poll(cursor, since=since)
 
+    @property
+    def confirms_by_sent(self) -> bool:
+        return self.mailbox.confirms_by_sent
+
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
@@ -348,7 +376,10 @@ def providers(sandbox: Sandbox) -> Iterator[ProviderSandbox]:
     sandbox.reset()
     sandbox.add_client("google", GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET, [REDIRECT_URI])
     sandbox.add_client("microsoft", MICROSOFT_CLIENT_ID, MICROSOFT_CLIENT_SECRET, [REDIRECT_URI])
-    with requests.Session() as http:
-        http.trust_env = False
-        http.verify = sandbox.ca_bundle_path
+    with trusting_session(sandbox) as http:
         yield ProviderSandbox(sandbox, http)
+
+
+@pytest.fixture
+def saved() -> SavedCredentials:
+    return SavedCredentials()

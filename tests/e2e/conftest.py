@@ -10,12 +10,13 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import browser, chromium, server_logs
-from tests.deployment import aws, sample_event
+from tests.deployment import atomic_dynamodb, aws, sample_event
 from tests.dovecot import dovecot
-from tests.provider_sandbox import providers, sandbox
+from tests.provider_sandbox import providers, sandbox, saved
 from tests.smtp_server import smtp_server_fixture, starttls_smtp_server_fixture, tls_smtp_server_fixture
 
 __all__ = [  # fixtures: pytest finds them here
+    "atomic_dynamodb",
     "aws",
     "browser",
     "chromium",
@@ -23,6 +24,7 @@ __all__ = [  # fixtures: pytest finds them here
     "providers",
     "sample_event",
     "sandbox",
+    "saved",
     "server_logs",
     "smtp_server_fixture",
     "starttls_smtp_server_fixture",

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import requests
 
 from local.sandbox import Surface
 from sendwell.adapters.gmail import GmailMailbox
@@ -16,7 +15,7 @@ from sendwell.ids import step_message_id
 from sendwell.mime import build_message, to_bytes
 from sendwell.models import InboxStatus
 from sendwell.services.sending import Outcome
-from tests.conftest import Deployment
+from tests.deployment import Deployment
 from tests.provider_sandbox import (
     GOOGLE_CLIENT_ID,
     GOOGLE_CLIENT_SECRET,
@@ -24,6 +23,7 @@ from tests.provider_sandbox import (
     SavedCredentials,
     SendWorld,
     mime,
+    trusting_session,
 )
 
 ALICE = "alice@acme-outreach.com"  # the connected Gmail inbox
@@ -51,8 +51,7 @@ def outreach(message_id: str, *, in_reply_to: str | None = None, to: str = DANA)
 
 def gmail(providers: ProviderSandbox, credentials: dict[str, Any], saved: SavedCredentials, **kw: Any) -> GmailMailbox:
     endpoints = providers.endpoints
-    session = requests.Session()
-    session.trust_env, session.verify = False, providers.sandbox.ca_bundle_path
+    session = trusting_session(providers.sandbox)
     return GmailMailbox(
         credentials,
         client_id=GOOGLE_CLIENT_ID,
@@ -68,11 +67,6 @@ def gmail(providers: ProviderSandbox, credentials: dict[str, Any], saved: SavedC
 @pytest.fixture
 def credentials(providers: ProviderSandbox) -> dict[str, Any]:
     return providers.connect_google(ALICE)
-
-
-@pytest.fixture
-def saved() -> SavedCredentials:
-    return SavedCredentials()
 
 
 @pytest.fixture

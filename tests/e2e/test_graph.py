@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import requests
 
 from local.sandbox import Surface
 from sendwell.adapters.graph import GraphMailbox, MicrosoftTokens
@@ -15,7 +14,7 @@ from sendwell.failures import FailureKind, ProviderFailure
 from sendwell.ids import step_message_id
 from sendwell.mime import build_message, to_bytes
 from sendwell.services.sending import Outcome
-from tests.conftest import Deployment
+from tests.deployment import Deployment
 from tests.provider_sandbox import (
     MICROSOFT_CLIENT_ID,
     MICROSOFT_CLIENT_SECRET,
@@ -23,6 +22,7 @@ from tests.provider_sandbox import (
     SavedCredentials,
     SendWorld,
     mime,
+    trusting_session,
 )
 
 BOB = "bob@contoso.com"  # the connected Outlook inbox
@@ -51,8 +51,7 @@ def outreach(message_id: str, *, in_reply_to: str | None = None) -> Any:
 
 def graph(providers: ProviderSandbox, credentials: dict[str, Any], saved: SavedCredentials, **kw: Any) -> GraphMailbox:
     endpoints = providers.endpoints
-    session = requests.Session()
-    session.trust_env, session.verify = False, providers.sandbox.ca_bundle_path
+    session = trusting_session(providers.sandbox)
     tokens = MicrosoftTokens(
         credentials,
         client_id=MICROSOFT_CLIENT_ID,
@@ -68,11 +67,6 @@ def graph(providers: ProviderSandbox, credentials: dict[str, Any], saved: SavedC
 @pytest.fixture
 def credentials(providers: ProviderSandbox) -> dict[str, Any]:
     return providers.connect_microsoft(BOB)
-
-
-@pytest.fixture
-def saved() -> SavedCredentials:
-    return SavedCredentials()
 
 
 @pytest.fixture

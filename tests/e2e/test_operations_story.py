@@ -459,8 +459,12 @@ def test_every_alarmed_metric_is_emitted_and_every_emitted_metric_is_on_the_dash
         "InboxesDisconnected",
         "AppConfigErrors",
         "NoticeFailures",
+        "SendsUnconfirmed",
+        "FollowUpsHeldForReplies",
     }
-    assert alarmed <= set(totals), alarmed - set(totals)
+    # SendsUnconfirmed counts a step whose delivery could not be confirmed, which the story does
+    # not stage (tests/service/test_fault_causes.py and the fault harness do).
+    assert alarmed - {"SendsUnconfirmed"} <= set(totals), alarmed - set(totals)
     on_dashboard = {metric for namespace, metric, _ in dashboard_metrics() if namespace == NAMESPACE}
     assert set(totals) <= on_dashboard, set(totals) - on_dashboard
     # The story's own figures: what ops would read off the dashboard afterwards.

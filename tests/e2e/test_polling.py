@@ -16,7 +16,7 @@ from sendwell.services import activity, polling
 from sendwell.services.dispatch import dispatch_due_steps
 from sendwell.services.polling import PollContext, poll_inbox
 from sendwell.services.sending import Outcome
-from tests.conftest import Deployment
+from tests.deployment import Deployment
 from tests.provider_sandbox import ProviderSandbox, SendWorld, mime
 
 ALICE = "alice.archer@gmail.com"
@@ -27,24 +27,11 @@ class Events:
     """The SNS topic of inbox events, read through an SQS subscription as an integration would."""
 
     def __init__(self, aws: Deployment) -> None:
-        sqs, sns = aws.client("sqs"), aws.client("sns")
-        self.sqs = sqs
-        self.url = sqs.create_queue(QueueName="integration")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(
-            TopicArn=aws.settings.inbox_events_topic_arn,
-            Protocol="sqs",
-            Endpoint=arn,
-            Attributes={"RawMessageDelivery": "true"},
-        )
+        self.aws = aws
+        self.url = aws.subscribe_queue(aws.settings.inbox_events_topic_arn, "integration", raw=True)
 
     def drain(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while batch := self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10).get("Messages", []):
-            for message in batch:
-                out.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
-        return out
+        return [json.loads(message["Body"]) for message in self.aws.drain(self.url)]
 
 
 def _context(world: SendWorld, aws: Deployment) -> PollContext:
@@ -186,34 +173,54 @@ def test_a_reply_that_names_only_the_gmail_thread_is_found(
     assert gmail.models.enrollment.get("enr_t").state == EnrollmentState.REPLIED
 
 
-def test_expired_gmail_history_resyncs_and_still_finds_the_reply(
-    gmail: SendWorld, aws: Deployment, providers: ProviderSandbox
+@pytest.mark.parametrize(
+    ("inbox", "deliver", "lose_cursor", "enrollment_id", "prospect", "first_name", "subject"),
+    [
+        pytest.param(
+            "gmail",
+            "deliver_gmail",
+            "expire_gmail_history",
+            "enr_h",
+            "hal@client.example",
+            "Hal",
+            "Re: hi",
+            id="expired-gmail-history",
+        ),
+        pytest.param(
+            "outlook",
+            "deliver_graph",
+            "expire_graph_delta",
+            "enr_o",
+            "omar@client.example",
+            "Omar",
+            "RE: hi",
+            id="lost-outlook-delta",
+        ),
+    ],
+)
+def test_a_reply_is_found_after_the_provider_lost_the_poll_cursor(
+    inbox: str,
+    deliver: str,
+    lose_cursor: str,
+    enrollment_id: str,
+    prospect: str,
+    first_name: str,
+    subject: str,
+    aws: Deployment,
+    providers: ProviderSandbox,
+    request: pytest.FixtureRequest,
 ) -> None:
-    gmail.enroll("enr_h", "hal@client.example", "Hal")
-    assert gmail.send("enr_h", 0) is Outcome.SENT
-    ctx = _context(gmail, aws)
-    poll_inbox(ctx, gmail.inbox(), now=gmail.start + timedelta(minutes=1))
-    ours = step_message_id("enr_h", 0, ALICE)
-    providers.sandbox.deliver_gmail(ALICE, mime("hal@client.example", ALICE, "Re: hi", in_reply_to=ours))
-    providers.sandbox.expire_gmail_history(ALICE)
-    result = poll_inbox(ctx, gmail.inbox(), now=gmail.start + timedelta(minutes=2))
+    world: SendWorld = request.getfixturevalue(inbox)
+    world.enroll(enrollment_id, prospect, first_name)
+    assert world.send(enrollment_id, 0) is Outcome.SENT
+    ctx = _context(world, aws)
+    poll_inbox(ctx, world.inbox(), now=world.start + timedelta(minutes=1))
+    ours = step_message_id(enrollment_id, 0, world.address)
+    getattr(providers.sandbox, deliver)(world.address, mime(prospect, world.address, subject, in_reply_to=ours))
+    getattr(providers.sandbox, lose_cursor)(world.address)
+    result = poll_inbox(ctx, world.inbox(), now=world.start + timedelta(minutes=2))
     assert result.failure is None and result.outcomes.get("reply") == 1
-    assert gmail.models.enrollment.get("enr_h").state == EnrollmentState.REPLIED
-
-
-def test_an_outlook_reply_after_a_lost_delta_is_found(
-    outlook: SendWorld, aws: Deployment, providers: ProviderSandbox
-) -> None:
-    outlook.enroll("enr_o", "omar@client.example", "Omar")
-    assert outlook.send("enr_o", 0) is Outcome.SENT
-    ctx = _context(outlook, aws)
-    poll_inbox(ctx, outlook.inbox(), now=outlook.start + timedelta(minutes=1))
-    ours = step_message_id("enr_o", 0, OLIVIA)
-    providers.sandbox.deliver_graph(OLIVIA, mime("omar@client.example", OLIVIA, "RE: hi", in_reply_to=ours))
-    providers.sandbox.expire_graph_delta(OLIVIA)
-    result = poll_inbox(ctx, outlook.inbox(), now=outlook.start + timedelta(minutes=2))
-    assert result.failure is None and result.outcomes.get("reply") == 1
-    assert outlook.models.enrollment.get("enr_o").state == EnrollmentState.REPLIED
+    assert world.models.enrollment.get(enrollment_id).state == EnrollmentState.REPLIED
 
 
 def test_poll_auth_errors_are_reported_and_transient_ones_never_are(
@@ -251,12 +258,13 @@ def test_a_sending_limit_report_pauses_the_inbox_not_the_prospect(
     assert gmail.inbox().rate_limited_until is not None
 
 
+@pytest.mark.dovecot
 def test_an_imap_reply_stops_the_sequence_through_dovecot(aws: Deployment, smtp_server: Any, dovecot: Any) -> None:
     import imaplib
     import time
 
+    from tests.e2e.test_sending import NOW, World
     from tests.smtp_server import TEST_USER
-    from tests.test_sending import NOW, World
 
     world = World(aws, smtp_server, dovecot)
     world.enroll("enr_imap", "ida@client.example", {"first_name": "Ida"})

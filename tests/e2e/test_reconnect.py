@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import imaplib
 import itertools
-import os
 import re
 import socket
 import sys
@@ -25,22 +24,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
-import boto3
 import pytest
 import requests
 from aws_lambda_powertools.utilities.parameters import base as parameter_providers
-from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.ses.models import Message, ses_backends
 
-from local.cfn import create_resources, function_environment
 from local.imapserver import DovecotServer
 from local.mailserver import SmtpTestServer
 from local.sandbox import GMAIL_SEND, Sandbox
 from local.stack import LambdaContext, Route, http_event, http_routes
 from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
-from sendwell.config import Settings
 from sendwell.failures import Failure, FailureKind, ProviderFailure
 from sendwell.ids import shard_for, step_message_id
 from sendwell.models import (
@@ -50,8 +43,6 @@ from sendwell.models import (
     InboxStatus,
     LinkState,
     Models,
-    bind_models,
-    new_step,
     new_window,
 )
 from sendwell.pacing import InboxUsage, pace_backlog
@@ -60,19 +51,19 @@ from sendwell.services import activity, attention, links, reconnect, reconnected
 from sendwell.services.auth_failures import IncidentContext
 from sendwell.services.limits import campaign_window, jitter_for, limits_of
 from tests.browser import ServerLogs
-from tests.conftest import PARAMETERS, PUBLIC_BASE_URL, REGION, TEMPLATE, Deployment
+from tests.deployment import Deployment, add_disconnected_inbox, deployed, emails_to, forget_sent_emails, sent_emails
+from tests.provider_sandbox import sandbox_environment, trusting_session
+from tests.template import PARAMETERS, PUBLIC_BASE_URL, TEMPLATE
 
 GOOGLE_CLIENT_ID = "1234567890-reconnect.apps.googleusercontent.com"
 GOOGLE_SECRET = "GOCSPX-reconnect-secret"
 MICROSOFT_CLIENT_ID = "0b6d8c62-7f1e-4d8e-9a43-5c2f1e7d9b10"
 MICROSOFT_SECRET = "Qm8~reconnect.secret"
-ADMIN = "admin@agency.example"  # the workspace admin (tests.conftest PARAMETERS)
+ADMIN = "admin@agency.example"  # the workspace admin (tests.template PARAMETERS)
 OWNER = "dana@client.example"
 ALICE = "alice@acme-outreach.com"  # the Gmail inbox
 MALLORY = "mallory@acme-outreach.com"  # another account at the same provider
 BOB = "bob@contoso.com"  # the Microsoft 365 inbox
-REASON = "the password was changed or access was revoked"
-FIX = "Sign in again to give sendwell access."
 BERLIN = ZoneInfo("Europe/Berlin")
 HEADERS = {
     "referrer-policy": "no-referrer",
@@ -181,40 +172,16 @@ class World:
         return self.models.inbox.get(inbox_id, consistent_read=True)
 
     def add_inbox(self, inbox_id: str, provider: str, address: str, **extra: Any) -> Inbox:
-        now = datetime.now(UTC)
-        values: dict[str, Any] = {
-            "inbox_id": inbox_id,
-            "provider": provider,
-            "address": address,
-            "display_name": "Sales desk",
-            "owner_email": OWNER,
-            "created_at": now - timedelta(days=40),
-            "status": InboxStatus.DISCONNECTED.value,
-            "status_code": "invalid_grant",
-            "status_reason": REASON,
-            "status_fix": FIX,
-            "failed_at": now - timedelta(days=2),
-            "incident_id": "inc_" + inbox_id,
-            "attention_shard": "1",
-            "attention_at": int(now.timestamp()) + 3600,
-        }
-        inbox = self.models.inbox(**(values | extra))
-        inbox.save()
-        self.models.campaign(
-            campaign_id=f"cmp_{inbox_id}",
-            name="Q4 outreach",
-            created_at=now - timedelta(days=30),
-            inbox_ids=[inbox_id],
-            steps=[
-                new_step(
-                    subject="Quick question", text="Hi {{ first_name }}", html=None, delay_seconds=0, new_thread=False
-                ),
-                new_step(subject="re", text="Bumping this.", html=None, delay_seconds=3 * 86400, new_thread=False),
-                new_step(subject="re", text="Last note.", html=None, delay_seconds=4 * 86400, new_thread=False),
-            ],
-            disconnected_inbox_ids={inbox_id},
-        ).save()
-        return inbox
+        return add_disconnected_inbox(
+            self.models,
+            inbox_id,
+            provider,
+            address,
+            owner=OWNER,
+            attention_shard="1",
+            follow_ups=["Bumping this.", "Last note."],
+            **extra,
+        )
 
     def link(self, inbox_id: str, *, created_by: str = ADMIN, **options: Any) -> str:
         issued = links.create_link(
@@ -248,72 +215,30 @@ class World:
         return visitor.get(self.consent(start.location, account=account, **consent))
 
 
-def sent_emails() -> list[Message]:
-    return list(ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages)
-
-
-def emails_to(address: str) -> list[Message]:
-    return [m for m in sent_emails() if address in m.destinations["ToAddresses"]]
-
-
 @pytest.fixture(scope="module")
 def deployment(sandbox: Sandbox) -> Iterator[Deployment]:
-    """One deployment on moto for the module (as ``tests.conftest.aws`` builds it, pointed at the
+    """One deployment on moto for the module (as ``tests.deployment.aws`` builds it, pointed at the
     sandbox); each test works on inboxes of its own, and ``world`` empties the tables after it."""
-    with pytest.MonkeyPatch.context() as env, mock_aws():
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SECURITY_TOKEN": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }.items():
-            env.setenv(name, value)
-        env.delenv("AWS_ENDPOINT_URL", raising=False)
-        session = boto3.Session(region_name=REGION)
-        stack = create_resources(TEMPLATE, session, prefix="test", parameters=PARAMETERS)
-        session.client("ses").verify_domain_identity(Domain=PARAMETERS["SesIdentity"])
-        variables = function_environment(TEMPLATE, "ReconnectApiFunction", stack) | sandbox_environment(sandbox)
-        variables["SENDWELL_PUBLIC_BASE_URL"] = PUBLIC_BASE_URL
-        for name, value in variables.items():
-            env.setenv(name, value)
-        ssm = session.client("ssm")
+    environment = sandbox_environment(
+        sandbox, google_client_id=GOOGLE_CLIENT_ID, microsoft_client_id=MICROSOFT_CLIENT_ID
+    )
+    with (
+        pytest.MonkeyPatch.context() as env,
+        deployed(env, functions=["ReconnectApiFunction"], variables=environment) as deployment,
+    ):
+        ssm = deployment.client("ssm")
         ssm.put_parameter(
-            Name=variables["SENDWELL_GOOGLE_CLIENT_SECRET_PARAMETER"], Value=GOOGLE_SECRET, Type="SecureString"
+            Name=deployment.env["SENDWELL_GOOGLE_CLIENT_SECRET_PARAMETER"], Value=GOOGLE_SECRET, Type="SecureString"
         )
         ssm.put_parameter(
-            Name=variables["SENDWELL_MICROSOFT_CLIENT_SECRET_PARAMETER"], Value=MICROSOFT_SECRET, Type="SecureString"
+            Name=deployment.env["SENDWELL_MICROSOFT_CLIENT_SECRET_PARAMETER"],
+            Value=MICROSOFT_SECRET,
+            Type="SecureString",
         )
         # Powertools keeps one SSM client (and its cache) per process: start from a clean one.
         parameter_providers.DEFAULT_PROVIDERS.clear()
-        settings = Settings.from_env(os.environ)
-        yield Deployment(
-            stack=stack,
-            session=session,
-            settings=settings,
-            models=bind_models(settings.tables, region=REGION),
-            env=variables,
-            _handlers={},
-        )
+        yield deployment
         parameter_providers.DEFAULT_PROVIDERS.clear()
-
-
-def sandbox_environment(sandbox: Sandbox) -> dict[str, str]:
-    """What points the reconnect function at the sandbox, with its OAuth clients configured."""
-    return {
-        "SENDWELL_GOOGLE_CLIENT_ID": GOOGLE_CLIENT_ID,
-        "SENDWELL_MICROSOFT_CLIENT_ID": MICROSOFT_CLIENT_ID,
-        "SENDWELL_GOOGLE_AUTH_URL": sandbox.google_auth_url,
-        "SENDWELL_GOOGLE_TOKEN_URL": sandbox.google_token_url,
-        "SENDWELL_GOOGLE_CERTS_URL": sandbox.google_certs_url,
-        "SENDWELL_GMAIL_API_URL": sandbox.base_url,
-        "SENDWELL_GRAPH_API_URL": f"{sandbox.base_url}/graph",
-        "SENDWELL_MICROSOFT_AUTHORITY": sandbox.microsoft_authority("organizations"),
-        "SENDWELL_CA_BUNDLE": sandbox.ca_bundle_path,
-    }
 
 
 @pytest.fixture
@@ -326,11 +251,9 @@ def world(deployment: Deployment, sandbox: Sandbox) -> Iterator[World]:
     sandbox.add_client(
         "microsoft", MICROSOFT_CLIENT_ID, MICROSOFT_SECRET, [f"{PUBLIC_BASE_URL}/oauth/callback/microsoft"]
     )
-    ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages.clear()
+    forget_sent_emails()
     models = deployment.models
-    with requests.Session() as http:
-        http.trust_env = False
-        http.verify = sandbox.ca_bundle_path
+    with trusting_session(sandbox) as http:
         kms = KmsCipher(deployment.client("kms"), deployment.settings.credentials_key_id)
         yield World(deployment, sandbox, http, CredentialStore(models, kms))
     for model in (models.inbox, models.campaign, models.enrollment, models.link, models.session, models.activity):

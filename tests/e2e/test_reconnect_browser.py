@@ -24,8 +24,6 @@ import boto3
 import pytest
 import requests
 from aws_lambda_powertools.utilities.parameters import base as parameter_providers
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.ses.models import Message, ses_backends
 
 from local.imapserver import DovecotServer
 from local.mailserver import SmtpTestServer
@@ -35,9 +33,11 @@ from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.config import Settings
 from sendwell.ids import shard_for, step_message_id
-from sendwell.models import EnrollmentState, Inbox, InboxStatus, LinkState, Models, bind_models, new_step
+from sendwell.models import EnrollmentState, Inbox, InboxStatus, LinkState, Models, bind_models
 from sendwell.services import activity, links
 from tests.browser import BrowserTab, ServerLogs
+from tests.deployment import add_disconnected_inbox, emails_to, forget_sent_emails
+from tests.provider_sandbox import sandbox_environment
 
 pytestmark = pytest.mark.browser
 
@@ -75,39 +75,16 @@ class Stack:
 
     def add_inbox(self, provider: str, address: str, **extra: Any) -> Inbox:
         inbox_id = f"ibx_{uuid.uuid4().hex[:10]}"
-        now = datetime.now(UTC)
-        values: dict[str, Any] = {
-            "inbox_id": inbox_id,
-            "provider": provider,
-            "address": address,
-            "display_name": "Sales desk",
-            "owner_email": OWNER,
-            "created_at": now - timedelta(days=40),
-            "status": InboxStatus.DISCONNECTED.value,
-            "status_code": "invalid_grant",
-            "status_reason": "the password was changed or access was revoked",
-            "status_fix": "Sign in again to give sendwell access.",
-            "failed_at": now - timedelta(days=2),
-            "incident_id": "inc_" + inbox_id,
-            "attention_shard": "2",
-            "attention_at": int(now.timestamp()) + 3600,
-        }
-        inbox = self.models.inbox(**(values | extra))
-        inbox.save()
-        self.models.campaign(
-            campaign_id=f"cmp_{inbox_id}",
-            name="Q4 outreach",
-            created_at=now - timedelta(days=30),
-            inbox_ids=[inbox_id],
-            steps=[
-                new_step(
-                    subject="Quick question", text="Hi {{ first_name }}", html=None, delay_seconds=0, new_thread=False
-                ),
-                new_step(subject="re", text="Bumping this.", html=None, delay_seconds=3 * 86400, new_thread=False),
-            ],
-            disconnected_inbox_ids={inbox_id},
-        ).save()
-        return inbox
+        return add_disconnected_inbox(
+            self.models,
+            inbox_id,
+            provider,
+            address,
+            owner=OWNER,
+            attention_shard="2",
+            follow_ups=["Bumping this."],
+            **extra,
+        )
 
     def admin_link(self, inbox_id: str) -> str:
         """A link from the admin API (IAM-authorised in AWS; the local stack's admin principal here)."""
@@ -120,15 +97,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(sandbox: Sandbox) -> Iterator[Stack]:
     environment = {
-        "SENDWELL_GOOGLE_CLIENT_ID": GOOGLE_CLIENT_ID,
-        "SENDWELL_MICROSOFT_CLIENT_ID": MICROSOFT_CLIENT_ID,
-        "SENDWELL_GOOGLE_AUTH_URL": sandbox.google_auth_url,
-        "SENDWELL_GOOGLE_TOKEN_URL": sandbox.google_token_url,
-        "SENDWELL_GOOGLE_CERTS_URL": sandbox.google_certs_url,
-        "SENDWELL_GMAIL_API_URL": sandbox.base_url,
-        "SENDWELL_GRAPH_API_URL": f"{sandbox.base_url}/graph",
-        "SENDWELL_MICROSOFT_AUTHORITY": sandbox.microsoft_authority("organizations"),
-        "SENDWELL_CA_BUNDLE": sandbox.ca_bundle_path,
+        **sandbox_environment(sandbox, google_client_id=GOOGLE_CLIENT_ID, microsoft_client_id=MICROSOFT_CLIENT_ID),
         "POWERTOOLS_LOG_LEVEL": "INFO",  # the handlers log at INFO: the token must be in none of it
         "POWERTOOLS_TRACE_DISABLED": "true",
     }
@@ -156,14 +125,8 @@ def world(stack: Stack) -> Stack:
     sandbox.add_microsoft_account(BOB, name="Bob Brown")
     sandbox.add_client("google", GOOGLE_CLIENT_ID, GOOGLE_SECRET, [f"{stack.api}/oauth/callback/google"])
     sandbox.add_client("microsoft", MICROSOFT_CLIENT_ID, MICROSOFT_SECRET, [f"{stack.api}/oauth/callback/microsoft"])
-    ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages.clear()
+    forget_sent_emails()
     return stack
-
-
-def emails_to(address: str) -> list[Message]:
-    return [
-        m for m in ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages if address in m.destinations["ToAddresses"]
-    ]
 
 
 def google_inbox(world: Stack) -> Inbox:

@@ -865,7 +865,7 @@ def test_runs_as_its_own_process_driven_by_the_control_api(monkeypatch: pytest.M
         [sys.executable, "-m", "local.sandbox", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     try:
         assert server.stdout is not None

@@ -13,6 +13,7 @@ import pytest
 from local.stack import load_handler
 from sendwell.adapters.aws import KmsCipher, SqsAuthFailureReporter, SqsQueue
 from sendwell.adapters.credentials import CredentialStore
+from sendwell.adapters.imap import ImapMailbox
 from sendwell.adapters.mailboxes import ProviderMailboxes
 from sendwell.ids import shard_for, step_message_id
 from sendwell.models import EnrollmentState, InboxStatus, new_step, new_window
@@ -20,9 +21,10 @@ from sendwell.ports.messages import AuthFailureReport, SendRequest
 from sendwell.services import activity, sending
 from sendwell.services.dispatch import dispatch_due_steps
 from sendwell.services.sending import Outcome, RetryLater, SendContext, send_step
-from tests.conftest import TEMPLATE, Deployment
+from tests.deployment import Deployment
 from tests.dovecot import DovecotServer
 from tests.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer
+from tests.template import TEMPLATE
 
 pytestmark = pytest.mark.dovecot
 
@@ -101,6 +103,10 @@ class World:
             due_at=int(due.timestamp()),
         ).save()
 
+    def polled(self, at: datetime) -> None:
+        """The poll function keeps the inbox's replies current; follow-ups wait otherwise."""
+        self.models.inbox(self.inbox_id).update(actions=[self.models.inbox.last_polled_at.set(at)])
+
     def context(self) -> SendContext:
         sqs = self.aws.client("sqs")
         return SendContext(
@@ -165,12 +171,15 @@ def test_a_due_step_is_sent_threaded_and_advanced(world: World) -> None:
     # The follow-up threads under the first message and keeps its subject.
     later = NOW + timedelta(days=3)
     follow_up = SendRequest("enr_a", 1, world.inbox_id, "2026-11-26", 60)
+    world.polled(later)
     assert send_step(world.context(), follow_up, now=later, redelivered=False) is Outcome.SENT
     second = world.sent_to("dana@client.example")[1]
     assert b"Subject: Re: Quick question, Dana" in second
     assert f"In-Reply-To: {step_message_id('enr_a', 0, TEST_USER)}".encode() in second
 
 
+# Conditional writes are atomic in DynamoDB; moto's, across threads, are not unless serialised.
+@pytest.mark.usefixtures("atomic_dynamodb")
 def test_the_same_message_delivered_twice_concurrently_is_sent_once(world: World, aws: Deployment) -> None:
     world.enroll("enr_twice", "lee@client.example", {"first_name": "Lee"})
     handlers = [load_handler("SendFunction", TEMPLATE), load_handler("SendFunction", TEMPLATE)]
@@ -223,6 +232,46 @@ def test_a_crash_after_the_provider_accepted_is_reconciled_not_resent(
     assert world.models.inbox.get(world.inbox_id).sent_today == 1  # counted once, not twice
 
 
+def test_a_lost_smtp_acknowledgement_is_held_unconfirmed_never_resent(world: World) -> None:
+    """Before: the connection lost after DATA read as a transient failure, the retry found no copy
+    in Sent (it is saved after SMTP succeeds) and sent the step again."""
+    world.enroll("enr_ack", "ida@client.example", {"first_name": "Ida"})
+    world.smtp.hang_up_after_data = True
+    with pytest.raises(RetryLater):
+        send_step(world.context(), world.request("enr_ack"), now=NOW, redelivered=False)
+    world.smtp.clear_replies()
+    assert len(world.sent_to("ida@client.example")) == 1  # the server took it
+    later = NOW + timedelta(minutes=6)
+    outcome = send_step(world.context(), world.request("enr_ack"), now=later, redelivered=True)
+    assert outcome is Outcome.UNCONFIRMED
+    assert len(world.sent_to("ida@client.example")) == 1
+    enrollment = world.models.enrollment.get("enr_ack")
+    assert enrollment.state == "unconfirmed" and enrollment.due_at is None  # never dispatched again
+    [entry] = [e for e in activity.recent(world.models, activity.campaign_key("cmp_1")) if e.kind == "step.unconfirmed"]
+    assert "could not be confirmed" in entry.message
+
+
+def test_a_crash_between_smtp_and_the_sent_copy_is_held_unconfirmed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the function dying after the server took the message and before the copy reached
+    Sent left nothing to reconcile against, and the redelivery sent it again."""
+    world.enroll("enr_copy", "joe@client.example", {"first_name": "Joe"})
+
+    original = ImapMailbox.append_sent
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit("the function died before the copy was saved in Sent")
+
+    monkeypatch.setattr(ImapMailbox, "append_sent", die)
+    with pytest.raises(SystemExit):
+        send_step(world.context(), world.request("enr_copy"), now=NOW, redelivered=False)
+    monkeypatch.setattr(ImapMailbox, "append_sent", original)
+    later = NOW + timedelta(minutes=6)
+    assert send_step(world.context(), world.request("enr_copy"), now=later, redelivered=True) is Outcome.UNCONFIRMED
+    assert len(world.sent_to("joe@client.example")) == 1
+
+
 def test_a_redelivery_with_nothing_in_sent_sends_it(world: World) -> None:
     world.enroll("enr_lost", "max@client.example", {"first_name": "Max"})
     outcome = send_step(world.context(), world.request("enr_lost"), now=NOW, redelivered=True)
@@ -230,6 +279,7 @@ def test_a_redelivery_with_nothing_in_sent_sends_it(world: World) -> None:
     assert len(world.sent_to("max@client.example")) == 1
 
 
+@pytest.mark.usefixtures("atomic_dynamodb")
 def test_overlapping_dispatch_ticks_enqueue_each_step_once(world: World, aws: Deployment) -> None:
     for number in range(3):
         world.enroll(f"enr_d{number}", f"p{number}@client.example", {"first_name": "P"})
@@ -357,8 +407,11 @@ def test_the_gap_and_the_daily_cap_hold_at_the_claim(world: World) -> None:
         send_step(ctx, world.request("enr_c1"), now=NOW + timedelta(seconds=20), redelivered=False)
     assert 30 <= gap.value.delay_seconds <= 60
     assert send_step(ctx, world.request("enr_c1"), now=NOW + timedelta(seconds=61), redelivered=False) is Outcome.SENT
-    with pytest.raises(RetryLater, match="cap"):
-        send_step(ctx, world.request("enr_c2"), now=NOW + timedelta(minutes=5), redelivered=False)
+    # Capped for today: the message is done and the step stays due; dispatch offers it again on the
+    # inbox's next local day (retrying the message would walk it to the dead-letter queue).
+    outcome = send_step(ctx, world.request("enr_c2"), now=NOW + timedelta(minutes=5), redelivered=False)
+    assert outcome is Outcome.INBOX_UNAVAILABLE
+    assert world.models.enrollment.get("enr_c2").due_at is not None
     # The next local day the counter starts again.
     next_day = SendRequest("enr_c2", 0, world.inbox_id, "2026-11-24", 60)
     assert send_step(ctx, next_day, now=NOW + timedelta(days=1), redelivered=False) is Outcome.SENT

@@ -9,7 +9,7 @@ import pytest
 
 from sendwell.models import InboxStatus
 from sendwell.services.sending import Outcome, RetryLater
-from tests.conftest import Deployment
+from tests.deployment import Deployment
 from tests.provider_sandbox import ProviderSandbox, SendWorld
 
 ALICE = "alice.archer@gmail.com"

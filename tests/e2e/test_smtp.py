@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -12,36 +11,9 @@ import pytest
 
 from sendwell.adapters.smtp import SmtpSender
 from sendwell.failures import FailureKind, ProviderFailure
-from sendwell.mime import build_message, new_message_id, to_bytes
-from tests.smtp_server import (  # the *_fixture functions are found by pytest, not called here
-    TEST_PASSWORD,
-    TEST_TOKEN,
-    TEST_USER,
-    SmtpTestServer,
-    smtp_server_fixture,  # noqa: F401
-    starttls_smtp_server_fixture,  # noqa: F401
-    tls_smtp_server_fixture,  # noqa: F401
-)
-
-PROSPECT = "jorg.muller@beispiel.de"
-
-
-def step_message() -> EmailMessage:
-    return build_message(
-        from_addr=TEST_USER,
-        from_name="Ana Ruiz",
-        to_addr=PROSPECT,
-        to_name="Jörg Müller",
-        subject="Beispiel + Sendwell?",
-        text="Hi Jörg,\n\nWorth a 15-minute call next week?\n.\n-- Ana\n",
-        html="<p>Hi Jörg,</p><p>Worth a 15-minute call next week?</p>",
-        message_id=new_message_id("sendwell-test.example.com"),
-        in_reply_to=None,
-        references=(),
-        unsubscribe_url="https://links.sendwell-test.example.com/u/01JNQ7Z4W8X2Y6V3T5R9P1M0KA",
-        unsubscribe_mailto=None,
-        date=datetime(2025, 3, 4, 9, 30, tzinfo=UTC),
-    )
+from sendwell.mime import to_bytes
+from tests.smtp_server import TEST_PASSWORD, TEST_TOKEN, TEST_USER, SmtpTestServer
+from tests.unit.test_smtp_sender import PROSPECT, step_message
 
 
 def sender_for(server: SmtpTestServer, **overrides: Any) -> SmtpSender:
@@ -209,29 +181,3 @@ def test_verify_login_sends_nothing(smtp_server: SmtpTestServer) -> None:
     with pytest.raises(ProviderFailure) as caught:
         sender_for(smtp_server, password="wrong").verify_login()
     assert caught.value.failure.kind is FailureKind.AUTH_LOST
-
-
-def test_message_without_message_id_is_refused_before_connecting() -> None:
-    msg = step_message()
-    del msg["Message-ID"]
-    sender = SmtpSender("127.0.0.1", 9, security="none", username=TEST_USER, password=TEST_PASSWORD)
-
-    with pytest.raises(ValueError, match="Message-ID"):
-        sender.send(msg)
-
-
-def test_credentials_are_exactly_one_of_password_or_token() -> None:
-    with pytest.raises(ValueError):
-        SmtpSender("smtp.example.com", 587, security="starttls", username=TEST_USER)
-    with pytest.raises(ValueError):
-        SmtpSender(
-            "smtp.example.com", 587, security="starttls", username=TEST_USER,
-            password=TEST_PASSWORD, oauth_token=TEST_TOKEN,
-        )
-
-
-def test_repr_hides_secrets() -> None:
-    sender = SmtpSender("smtp.example.com", 465, security="tls", username=TEST_USER, oauth_token=TEST_TOKEN)
-
-    assert TEST_TOKEN not in repr(sender)
-    assert TEST_USER in repr(sender)

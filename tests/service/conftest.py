@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.deployment import aws, sample_event
+from tests.deployment import atomic_dynamodb, aws, sample_event
 
-__all__ = ["aws", "sample_event"]  # fixtures: pytest finds them here
+__all__ = ["atomic_dynamodb", "aws", "sample_event"]  # fixtures: pytest finds them here

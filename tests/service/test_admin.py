@@ -13,7 +13,8 @@ import pytest
 
 from local.stack import http_routes
 from sendwell.services.links import token_hash
-from tests.conftest import TEMPLATE, Deployment
+from tests.deployment import Deployment
+from tests.template import TEMPLATE
 
 Event = dict[str, Any]
 
@@ -119,7 +120,7 @@ def test_links_are_created_listed_and_revoked_without_exposing_tokens(
 
 
 def test_the_cli_runs_the_same_services(aws: Deployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions" / "admin_api"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "functions" / "admin_api"))
     try:
         import admin_cli
     finally:

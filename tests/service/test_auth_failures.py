@@ -22,9 +22,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.exceptions import ClientError
 from google.auth import exceptions as google_exceptions
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.dynamodb.models import DynamoDBBackend
-from moto.ses.models import Message, ses_backends
+from moto.ses.models import Message
 
 from local.stack import Handler, LambdaContext, load_handler
 from sendwell.adapters.aws import SesMailer, SnsPublisher
@@ -46,7 +44,8 @@ from sendwell.ports.messages import AuthFailureReport
 from sendwell.services import activity, attention, auth_failures, inbox_health, links
 from sendwell.services.attention import Attention
 from sendwell.services.auth_failures import IncidentContext, Verdict
-from tests.conftest import REGION, TEMPLATE, Deployment
+from tests.deployment import Deployment, sent_emails
+from tests.template import REGION, TEMPLATE
 
 INBOX = "ibx_sales"
 ADDRESS = "sales@client.example"
@@ -227,10 +226,6 @@ def handler_context(handler: Handler) -> IncidentContext:
     return context
 
 
-def sent_emails() -> list[Message]:
-    return list(ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages)
-
-
 def reconnect_tokens(emails: Sequence[Message]) -> list[str]:
     return [m for email in emails for m in re.findall(r'href="https://sendwell\.example\.test/r/([\w-]+)"', email.body)]
 
@@ -243,37 +238,12 @@ class EventTap:
     url: str
 
     def messages(self) -> list[dict[str, Any]]:
-        sqs = self.aws.client("sqs")
-        out = []
-        while batch := sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10).get("Messages", []):
-            for message in batch:
-                sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
-                out.append(json.loads(message["Body"]))
-        return out
+        return [json.loads(message["Body"]) for message in self.aws.drain(self.url)]
 
 
 @pytest.fixture
 def inbox_events(aws: Deployment) -> EventTap:
-    sqs = aws.client("sqs")
-    url = sqs.create_queue(QueueName="integration-tap")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    aws.client("sns").subscribe(TopicArn=aws.settings.inbox_events_topic_arn, Protocol="sqs", Endpoint=arn)
-    return EventTap(aws, url)
-
-
-@pytest.fixture
-def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB applies each conditional write atomically; moto, called from several threads, may
-    interleave a condition check with another thread's write. One lock restores that guarantee."""
-    lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(self: DynamoDBBackend, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
+    return EventTap(aws, aws.subscribe_queue(aws.settings.inbox_events_topic_arn, "integration-tap"))
 
 
 @pytest.fixture

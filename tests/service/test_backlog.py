@@ -10,7 +10,7 @@ import pytest
 from sendwell.ids import shard_for
 from sendwell.models import BacklogMode, EnrollmentState, InboxStatus, new_step, new_window
 from sendwell.services.backlog import release_backlog
-from tests.conftest import Deployment
+from tests.deployment import Deployment
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 DAY = 86400

@@ -1,10 +1,10 @@
-"""The skeleton holds together: models match the template, handlers run on their sample events,
-and the local stack starts, answers and stops."""
+"""The skeleton holds together: models match the template and handlers run on their sample events,
+on moto. (The tables' own settings: ``tests/unit/test_template_tables.py``; the local stack:
+``tests/e2e/test_local_stack.py``.)"""
 
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,42 +12,17 @@ from typing import Any
 import pytest
 
 from local.cfn import resources_of_type, table_definition
-from local.stack import LocalStack, http_routes
+from local.stack import http_routes
 from sendwell.ids import shard_for
 from sendwell.models import ALL_MODELS, InboxStatus, StepAttribute, TableNames
-from tests.conftest import TEMPLATE, Deployment
-
-
-def _template_tables() -> dict[str, dict[str, Any]]:
-    return resources_of_type(TEMPLATE, "AWS::DynamoDB::Table")
+from tests.deployment import Deployment
+from tests.template import TEMPLATE
+from tests.unit.test_template_tables import _normalise_schema, _template_tables
 
 
 def _table_env_to_logical_id() -> dict[str, str]:
     env = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
     return {name: value["Ref"] for name, value in env.items() if name.endswith("_TABLE")}
-
-
-def _normalise_schema(definition: dict[str, Any]) -> dict[str, Any]:
-    """Keys, attribute types and indexes of a table, in a form both sides can be compared in."""
-
-    def keys(schema: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((k["AttributeName"], k["KeyType"]) for k in schema))
-
-    indexes = {}
-    for index in definition.get("GlobalSecondaryIndexes", []):
-        projection = index["Projection"]
-        indexes[index["IndexName"]] = (
-            keys(index["KeySchema"]),
-            projection["ProjectionType"],
-            tuple(sorted(projection.get("NonKeyAttributes", []))),
-        )
-    return {
-        "attributes": tuple(
-            sorted((a["AttributeName"], a["AttributeType"]) for a in definition["AttributeDefinitions"])
-        ),
-        "keys": keys(definition["KeySchema"]),
-        "indexes": indexes,
-    }
 
 
 def _model_schema(model: Any) -> dict[str, Any]:
@@ -87,23 +62,6 @@ def test_every_model_matches_its_table_in_the_template(aws: Deployment) -> None:
     # Every table in the template is used by a model, or is Powertools' idempotency store.
     used = {by_env[name] for name in bound} | {by_env["SENDWELL_IDEMPOTENCY_TABLE"]}
     assert used == set(tables)
-
-
-def test_the_schema_comparison_notices_a_difference() -> None:
-    """Guard the guard: a model whose index differs from the template must not compare equal."""
-    tables = _template_tables()
-    template_schema = _normalise_schema(table_definition(tables["EnrollmentsTable"]["Properties"], "x"))
-    tampered = json.loads(json.dumps(template_schema))
-    tampered["indexes"]["steps-due"] = [[["due_at", "HASH"]], "ALL", []]
-    assert tampered != template_schema
-
-
-def test_every_table_has_pitr_encryption_and_on_demand_billing() -> None:
-    for logical_id, table in _template_tables().items():
-        props = table["Properties"]
-        assert props["BillingMode"] == "PAY_PER_REQUEST", logical_id
-        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, logical_id
-        assert props["SSESpecification"]["SSEEnabled"] is True, logical_id
 
 
 def test_every_function_has_a_sample_event_and_a_log_group() -> None:
@@ -251,23 +209,7 @@ def test_admin_api_unknown_inbox_is_404(aws: Deployment, sample_event: Callable[
     assert response["statusCode"] == 404
 
 
-# ----------------------------------------------------------------------------------- local stack
-
-
-def test_local_stack_starts_serves_health_and_stops() -> None:
-    stack = LocalStack(api_port=0, run_schedules=False, log=lambda _: None)
-    stack.start()
-    try:
-        with urllib.request.urlopen(f"{stack.api_url}/health", timeout=10) as response:
-            assert response.status == 200
-            assert json.loads(response.read())["status"] == "ok"
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(f"{stack.api_url}/no-such-route", timeout=10)
-        assert missing.value.code == 404
-    finally:
-        stack.stop()
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"{stack.api_url}/health", timeout=2)
+# ----------------------------------------------------------------------------------- configuration
 
 
 def test_deployed_functions_read_the_api_url_from_the_ssm_parameter_the_template_writes(aws: Deployment) -> None:

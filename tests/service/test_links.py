@@ -16,7 +16,7 @@ from local.cfn import table_definition
 from sendwell.models import BacklogMode, LinkState, Models, TableNames, bind_models
 from sendwell.services import links
 from sendwell.services.links import IssuedLink, LinkExpired, LinkInvalid, LinkUsed
-from tests.conftest import REGION, TEMPLATE
+from tests.template import REGION, TEMPLATE
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 INBOX = "ibx_sales"

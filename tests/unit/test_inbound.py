@@ -14,7 +14,7 @@ import pytest
 from sendwell.inbound import InboundKind, InboundVerdict, classify_inbound, parse_message_ids
 from sendwell.ports.mailbox import InboundMessage
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 EXPECTED: dict[str, dict[str, Any]] = {
     name: row
     for name, row in json.loads((CORPUS / "expected.json").read_text()).items()

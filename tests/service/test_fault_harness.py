@@ -1,0 +1,378 @@
+"""The fault harness: every AWS call of a handler path, failed in turn with each kind of fault.
+
+For each path (send, poll, auth failure) a fault-free run counts the AWS calls the path makes, N.
+Then, for every k in 1..N and every fault kind (``tests.faults``), the k-th call fails, the system
+retries as AWS would (SQS redelivers a failed or crashed message, the schedule runs again), and
+the promises are checked once it has settled:
+
+- no step sent twice, and no step lost: each ends sent, stopped, unconfirmed (never resent by
+  itself), or still pending and dispatchable;
+- no reply lost: a prospect who replied is stopped as replied, and the poll cursor has not moved
+  past the reply without it;
+- a disconnect only for a permission loss, with one incident and one notice per recipient.
+
+Each test writes its table of k x outcome to ``test-artifacts/fault-harness-<path>.json``.
+The providers are in memory (``MemoryMailbox``): the faults here are AWS's; the providers' own
+(lost SMTP answers, timeouts) have their tests against real servers in the e2e tier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.stack import LambdaContext
+from sendwell.adapters.aws import KmsCipher
+from sendwell.adapters.credentials import CredentialStore
+from sendwell.failures import Failure, FailureKind
+from sendwell.ids import shard_for, step_message_id
+from sendwell.models import EnrollmentState, Inbox, InboxStatus, new_step, new_window
+from sendwell.ports.mailbox import InboundMessage
+from sendwell.ports.messages import AuthFailureReport
+from tests.deployment import Deployment, deployed, emails_to, forget_sent_emails
+from tests.faults import FAULT_KINDS, AwsFaults, Crash, aws_faults
+from tests.memory_providers import MemoryMailbox, MemoryMailboxes
+from tests.template import PARAMETERS, TEMPLATE
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
+MAX_RECEIVES = 5  # the template's maxReceiveCount
+ADMIN = PARAMETERS["AdminEmails"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The deployment, its handlers and a clock
+
+
+@dataclasses.dataclass(frozen=True)
+class ShortLivedContext(LambdaContext):
+    """An invocation with moments left: an in-progress idempotency record it leaves behind (a
+    crash) has expired by the next delivery, as it has after SQS's visibility timeout."""
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 1
+
+
+@dataclass
+class Harness:
+    aws: Deployment
+    faults: AwsFaults
+    mailboxes: MemoryMailboxes
+    now: datetime = START
+    serial: int = 0
+
+    def next_id(self, prefix: str) -> str:
+        self.serial += 1
+        return f"{prefix}_{self.serial:05d}"
+
+    def handler(self, logical_id: str) -> Callable[..., Any]:
+        """The real handler, its wired context pointed at the memory providers and the clock."""
+        handler = self.aws.handler(logical_id)
+        module = sys.modules[handler.__module__]
+        parts = module.PARTS
+        context = getattr(parts, "context", None)
+        if hasattr(context, "mailboxes") and context.mailboxes is not self.mailboxes:
+            context = dataclasses.replace(context, mailboxes=self.mailboxes)
+            module.PARTS = dataclasses.replace(parts, context=context)
+        module.utcnow = lambda: self.now  # type: ignore[attr-defined]
+        return handler
+
+    def invoke(self, logical_id: str, event: dict[str, Any], *, fail_at: int | None, kind: str) -> Any:
+        """One invocation; its AWS calls are counted, and the k-th fails. A failed invocation (a
+        crash, or an error raised out of the handler) returns None: Lambda retries it (a schedule
+        runs again, SQS delivers the whole batch again)."""
+        handler = self.handler(logical_id)
+        time.sleep(0.005)  # past the in-progress expiry of the invocation before
+        with self.faults.counting(fail_at=fail_at, kind=kind):
+            try:
+                return handler(event, ShortLivedContext(function_name=logical_id))
+            except (Crash, Exception):  # noqa: BLE001 - any failed invocation is retried by AWS
+                return None
+
+    def add_inbox(self, *, status: InboxStatus = InboxStatus.CONNECTED, **extra: Any) -> Inbox:
+        inbox_id = self.next_id("ibx")
+        address = f"{inbox_id}@agency.example"
+        inbox = self.aws.models.inbox(
+            inbox_id=inbox_id,
+            provider="custom",
+            address=address,
+            owner_email=f"owner.{inbox_id}@client.example",
+            created_at=START - timedelta(days=30),
+            status=status.value,
+            smtp_host="smtp.agency.example",
+            smtp_port=587,
+            imap_host="imap.agency.example",
+            imap_port=993,
+            daily_cap=100_000,
+            min_gap_seconds=60,
+            jitter_seconds=0,
+            last_polled_at=START - timedelta(minutes=1),
+            credentials=self.mailboxes.store.encrypt(inbox_id, {"password": "correct horse"}),
+            **extra,
+        )
+        inbox.window.tz = "UTC"
+        inbox.save()
+        self.mailboxes.boxes[inbox_id] = MemoryMailbox(address)
+        self.aws.models.campaign(
+            campaign_id=f"cmp_{inbox_id}",
+            name="Q4",
+            created_at=START,
+            inbox_ids=[inbox_id],
+            steps=[
+                new_step(subject="Quick question", text="Hi {{ email }}", html=None, delay_seconds=0, new_thread=False),
+                new_step(subject="re", text="Bumping this.", html=None, delay_seconds=30 * 86400, new_thread=False),
+            ],
+            window=new_window(days="0,1,2,3,4,5,6", start="00:00", end="23:59", tz="UTC"),
+        ).save()
+        return inbox
+
+    def enroll(self, inbox: Inbox, *, step_index: int = 0, due: datetime | None = None) -> str:
+        enrollment_id = self.next_id("enr")
+        self.aws.models.enrollment(
+            enrollment_id=enrollment_id,
+            campaign_id=f"cmp_{inbox.inbox_id}",
+            inbox_id=inbox.inbox_id,
+            email=f"{enrollment_id}@prospect.example",
+            created_at=START,
+            step_index=step_index,
+            due_shard=shard_for(enrollment_id),
+            due_at=int((due or self.now).timestamp()),
+        ).save()
+        return enrollment_id
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[Harness]:
+    with pytest.MonkeyPatch.context() as env, deployed(env, prefix="faults") as aws, aws_faults() as faults:
+        store = CredentialStore(aws.models, KmsCipher(aws.client("kms"), aws.settings.credentials_key_id))
+        yield Harness(aws=aws, faults=faults, mailboxes=MemoryMailboxes(store))
+
+
+def write_table(path_name: str, table: dict[str, dict[str, int]]) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.joinpath(f"fault-harness-{path_name}.json").write_text(json.dumps(table, indent=2, sort_keys=True))
+
+
+def run_every_fault(harness: Harness, path_name: str, scenario: Callable[[int | None, str], str]) -> None:
+    """Count the path's calls fault-free, then run it with each fault at each k; tabulate outcomes."""
+    # The first run may do what later ones don't (the inbox's first send of the day); count the
+    # steady path, the second time.
+    for _ in range(2):
+        harness.faults.reset()
+        assert scenario(None, "") == "clean"
+    calls = harness.faults.calls
+    assert calls > 3, harness.faults.operations
+    table: dict[str, dict[str, int]] = {"calls": {"n": calls}}
+    for kind in FAULT_KINDS:
+        outcomes: Counter[str] = Counter()
+        for k in range(1, calls + 1):
+            harness.faults.reset()
+            outcomes[scenario(k, kind)] += 1
+        table[kind] = dict(outcomes)
+    write_table(path_name, table)
+
+
+# ---------------------------------------------------------------------------------------------
+# Send: dispatch, the send queue, the send function
+
+
+def deliver_send_queue(harness: Harness, *, fail_at: int | None, kind: str) -> None:
+    """One delivery of what the send queue holds, as the event source mapping would make it."""
+    aws = harness.aws
+    sqs = aws.client("sqs")
+    url = aws.stack.refs["SendQueue"]
+    arn = aws.stack.attributes[("SendQueue", "Arn")]
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+    if not received:
+        return
+    records = [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {},
+            "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": arn,
+            "awsRegion": "us-east-1",
+        }
+        for m in received
+    ]
+    result = harness.invoke("SendFunction", {"Records": records}, fail_at=fail_at, kind=kind)
+    if result is None:  # the invocation failed: the whole batch comes back
+        failed = {record["messageId"] for record in records}
+    else:
+        failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
+    for message in received:
+        if message["MessageId"] in failed:
+            # Back once its visibility timeout has passed (here: at once, the clock moves on).
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+        else:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def send_scenario(harness: Harness, inbox: Inbox) -> Callable[[int | None, str], str]:
+    models = harness.aws.models
+
+    def run(fail_at: int | None, kind: str) -> str:
+        enrollment_id = harness.enroll(inbox)
+        message_id = step_message_id(enrollment_id, 0, inbox.address)
+        box = harness.mailboxes.boxes[inbox.inbox_id]
+        for _ in range(8):
+            harness.invoke("DispatchFunction", {}, fail_at=fail_at, kind=kind)
+            deliver_send_queue(harness, fail_at=fail_at, kind=kind)
+            harness.now += timedelta(minutes=2)
+            enrollment = models.enrollment.get(enrollment_id, consistent_read=True)
+            if enrollment.step_index == 1 or enrollment.state != EnrollmentState.ACTIVE:
+                break
+        harness.aws.drain(harness.aws.stack.refs["SendDeadLetterQueue"])
+        sent = box.deliveries(message_id)
+        where = f"k={fail_at} {kind} {harness.faults.injected}"
+        assert sent <= 1, f"step sent {sent} times ({where})"
+        if enrollment.step_index == 1:
+            assert sent == 1, f"recorded as sent but never delivered ({where})"
+            outcome = "sent"
+        elif enrollment.state == EnrollmentState.UNCONFIRMED:
+            outcome = "unconfirmed"  # held for a person, never resent by itself
+        else:
+            # Not sent: it must still be pending and dispatchable.
+            assert sent == 0, f"delivered but not recorded, and not held ({where})"
+            assert enrollment.state == EnrollmentState.ACTIVE and enrollment.due_at is not None, where
+            outcome = "pending"
+        if fail_at is not None and harness.faults.injected is None:
+            outcome = "no fault reached"
+        models.enrollment.get(enrollment_id).delete()
+        return outcome if fail_at is not None or outcome != "sent" else "clean"
+
+    return run
+
+
+def test_send_path_survives_every_fault_at_every_call(harness: Harness) -> None:
+    inbox = harness.add_inbox()
+    run_every_fault(harness, "send", send_scenario(harness, inbox))
+
+
+# ---------------------------------------------------------------------------------------------
+# Poll: a reply arrives for a prospect with a follow-up due later
+
+
+def reply_to(address: str, prospect: str, message_id: str) -> InboundMessage:
+    raw = (
+        f"From: {prospect}\r\nTo: {address}\r\nSubject: Re: Quick question\r\n"
+        f"Message-ID: <reply.{message_id.strip('<>')}>\r\nIn-Reply-To: {message_id}\r\n"
+        f"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nYes, let's talk.\r\n"
+    ).encode()
+    return InboundMessage.parse(f"uid-{message_id}", raw)
+
+
+def poll_scenario(harness: Harness) -> Callable[[int | None, str], str]:
+    models = harness.aws.models
+
+    def run(fail_at: int | None, kind: str) -> str:
+        inbox = harness.add_inbox(poll_shard="0", next_poll_at=int(harness.now.timestamp()))
+        enrollment_id = harness.enroll(inbox, step_index=1, due=harness.now + timedelta(days=3))
+        prospect = f"{enrollment_id}@prospect.example"
+        box = harness.mailboxes.boxes[inbox.inbox_id]
+        box.incoming.append(reply_to(inbox.address, prospect, step_message_id(enrollment_id, 0, inbox.address)))
+        for _ in range(6):
+            harness.invoke("PollFunction", {}, fail_at=fail_at, kind=kind)
+            harness.now += timedelta(minutes=6)
+            stored = models.inbox.get(inbox.inbox_id, consistent_read=True)
+            if stored.poll_cursor == "1":
+                break
+        enrollment = models.enrollment.get(enrollment_id, consistent_read=True)
+        where = f"k={fail_at} {kind} {harness.faults.injected}"
+        if stored.poll_cursor == "1":
+            # The cursor moved past the reply: its effect must be stored.
+            assert enrollment.state == EnrollmentState.REPLIED, f"cursor moved past a lost reply ({where})"
+            outcome = "replied"
+        else:
+            assert enrollment.state in (EnrollmentState.REPLIED, EnrollmentState.ACTIVE), where
+            outcome = "replied, cursor not yet saved" if enrollment.state == EnrollmentState.REPLIED else "pending"
+        # This inbox is done: off the poll index, so the next scenario polls only its own.
+        stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()])
+        if fail_at is not None and harness.faults.injected is None:
+            outcome = "no fault reached"
+        return outcome if fail_at is not None or outcome != "replied" else "clean"
+
+    return run
+
+
+def test_poll_path_survives_every_fault_at_every_call(harness: Harness) -> None:
+    run_every_fault(harness, "poll", poll_scenario(harness))
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth failure: a permission loss reported for a connected inbox
+
+
+def auth_scenario(harness: Harness) -> Callable[[int | None, str], str]:
+    models = harness.aws.models
+
+    def run(fail_at: int | None, kind: str) -> str:
+        inbox = harness.add_inbox()
+        forget_sent_emails()
+        failure = Failure(FailureKind.AUTH_LOST, "smtp:535 5.7.8", "the password was changed", "Sign in again.")
+        report = AuthFailureReport.of(inbox, failure, at=harness.now, source="send")
+        record = {
+            "messageId": f"m-{inbox.inbox_id}",
+            "receiptHandle": "handle",
+            "body": report.to_json(),
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": harness.aws.stack.attributes[("AuthFailureQueue", "Arn")],
+            "awsRegion": "us-east-1",
+        }
+        handled = False
+        for receive in range(1, MAX_RECEIVES + 1):
+            record["attributes"] = {"ApproximateReceiveCount": str(receive)}
+            result = harness.invoke("AuthFailureFunction", {"Records": [record]}, fail_at=fail_at, kind=kind)
+            harness.now += timedelta(minutes=3)
+            if result is not None and not result["batchItemFailures"]:
+                handled = True
+                break
+        stored = models.inbox.get(inbox.inbox_id, consistent_read=True)
+        where = f"k={fail_at} {kind} {harness.faults.injected}"
+        assert stored.status == InboxStatus.DISCONNECTED, f"a permission loss did not disconnect ({where})"
+        assert stored.incident_id, where
+        notices = {address: len(emails_to(address)) for address in (ADMIN, inbox.owner_email, inbox.address)}
+        assert handled, f"the report was never handled ({where})"
+        assert all(count >= 1 for count in notices.values()), f"a notice is missing: {notices} ({where})"
+        if all(count == 1 for count in notices.values()):
+            outcome = "disconnected, notified once"
+        else:
+            # The one window where a notice can repeat: the function died after SES took it and
+            # before its idempotency record was completed. Powertools runs it again once the dead
+            # invocation's time is up; only that notice repeats, never more than once.
+            repeated = [address for address, count in notices.items() if count > 1]
+            assert kind == "crash" and len(repeated) == 1 and notices[repeated[0]] == 2, f"{notices} ({where})"
+            outcome = "disconnected, one notice repeated after a crash"
+        if fail_at is not None and harness.faults.injected is None:
+            outcome = "no fault reached"
+        return outcome if fail_at is not None or not outcome.endswith("once") else "clean"
+
+    return run
+
+
+def test_auth_failure_path_survives_every_fault_at_every_call(harness: Harness) -> None:
+    run_every_fault(harness, "auth-failure", auth_scenario(harness))
+
+
+def test_the_template_queues_redrive_after_five_receives() -> None:
+    """The harness's MAX_RECEIVES is the template's."""
+    for queue in ("SendQueue", "AuthFailureQueue"):
+        assert TEMPLATE["Resources"][queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == MAX_RECEIVES
