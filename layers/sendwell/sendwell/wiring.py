@@ -23,8 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 
 from sendwell.adapters.aws import CachingCipher, KmsCipher, SesMailer, SnsPublisher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.http import http_session
 from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
-from sendwell.adapters.oauth import GoogleAuthorizer, LiveLoginCheck, MicrosoftAuthorizer, http_session
+from sendwell.adapters.oauth import GoogleAuthorizer, LiveLoginCheck, MicrosoftAuthorizer
 from sendwell.adapters.once import IdempotentRunner
 from sendwell.cache import TtlCache
 from sendwell.config import (

@@ -13,7 +13,6 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any, Literal
 
-import requests
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import ClientError
@@ -21,6 +20,7 @@ from botocore.exceptions import ClientError
 from sendwell.adapters.credentials import CredentialStore, StaleCredentials
 from sendwell.adapters.gmail import GmailMailbox
 from sendwell.adapters.graph import GraphMailbox, MicrosoftTokens
+from sendwell.adapters.http import http_session
 from sendwell.adapters.imap import ImapCursor, ImapMailbox
 from sendwell.adapters.smtp import SmtpSender
 from sendwell.config import OAuthClient, ProviderSettings
@@ -77,7 +77,7 @@ class ProviderMailboxes:
         self._store = store
         self._secrets: SecretSource = secrets if secrets is not None else {}
         self._timeout = timeout
-        self._http = _http_session(settings.endpoints.ca_bundle)
+        self._http = http_session(settings.endpoints)
 
     @classmethod
     def from_settings(
@@ -124,25 +124,7 @@ class ProviderMailboxes:
             raise ProviderFailure(
                 Failure(FailureKind.AUTH_LOST, "custom:no_password", "no password is stored for this inbox")
             )
-        username = inbox.username or inbox.address
-        smtp = SmtpSender(
-            inbox.smtp_host or "",
-            int(inbox.smtp_port or 587),
-            security=_security(inbox.smtp_security),
-            username=username,
-            password=password,
-        )
-
-        def imap() -> ImapMailbox:
-            return ImapMailbox(
-                inbox.imap_host or "",
-                int(inbox.imap_port or 993),
-                username,
-                password,
-                use_ssl=inbox.imap_security == "tls",
-                starttls=inbox.imap_security == "starttls",
-            )
-
+        smtp, imap = custom_connections(inbox, password, timeout=self._timeout)
         return CustomMailbox(smtp=smtp, imap=imap)
 
     def _client(self, provider: Provider, client: OAuthClient) -> tuple[str, str]:
@@ -156,6 +138,34 @@ class ProviderMailboxes:
                 )
             )
         return client.client_id, secret
+
+
+def custom_connections(
+    inbox: Inbox, password: str, *, timeout: float
+) -> tuple[SmtpSender, Callable[[], ImapMailbox]]:
+    """A custom inbox's SMTP sender and a way to open its IMAP connection, with ``password``."""
+    username = inbox.username or inbox.address
+    smtp = SmtpSender(
+        inbox.smtp_host or "",
+        int(inbox.smtp_port or 587),
+        security=_security(inbox.smtp_security),
+        username=username,
+        password=password,
+        timeout=timeout,
+    )
+
+    def imap() -> ImapMailbox:
+        return ImapMailbox(
+            inbox.imap_host or "",
+            int(inbox.imap_port or 993),
+            username,
+            password,
+            use_ssl=inbox.imap_security == "tls",
+            starttls=inbox.imap_security == "starttls",
+            timeout=timeout,
+        )
+
+    return smtp, imap
 
 
 def _security(value: str | None) -> Literal["starttls", "tls", "none"]:
@@ -183,16 +193,6 @@ class _CredentialSaver:
             self._inbox, stored = self._store.reload(self._inbox)
             return stored
         return credentials
-
-
-def _http_session(ca_bundle: str | None) -> requests.Session:
-    session = requests.Session()
-    if ca_bundle is not None:
-        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment override a session's
-        # verify=; a configured bundle must win, so the environment is not consulted at all.
-        session.trust_env = False
-        session.verify = ca_bundle
-    return session
 
 
 class ParameterStoreSecrets:

@@ -36,8 +36,8 @@ import requests
 from google.auth.exceptions import GoogleAuthError
 from google.auth.transport.requests import Request as GoogleRequest
 
-from sendwell.adapters.imap import ImapMailbox
-from sendwell.adapters.smtp import Security, SmtpSender
+from sendwell.adapters.http import HTTP_TIMEOUT
+from sendwell.adapters.mailboxes import custom_connections
 from sendwell.config import OAuthClient, ProviderEndpoints
 from sendwell.failures import ProviderFailure
 from sendwell.models import Inbox
@@ -60,26 +60,7 @@ GOOGLE_ISSUERS = frozenset({"https://accounts.google.com", "accounts.google.com"
 # User.Read is what Graph's /me needs to tell us the mailbox's address.
 GRAPH_SCOPES = ("Mail.Send", "Mail.Read", "User.Read")
 MICROSOFT_HOST = "login.microsoftonline.com"
-HTTP_TIMEOUT = 10.0  # seconds; the API Gateway request has 29 in all
 _CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-class _TimeoutSession(requests.Session):
-    """A session whose every request has a timeout (msal and google-auth don't always pass one)."""
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", HTTP_TIMEOUT)
-        return super().request(method, url, *args, **kwargs)
-
-
-def http_session(endpoints: ProviderEndpoints) -> requests.Session:
-    """One session per container. With a CA bundle configured it trusts that bundle alone:
-    requests would otherwise let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override ``verify``."""
-    session = _TimeoutSession()
-    if endpoints.ca_bundle:
-        session.trust_env = False
-        session.verify = endpoints.ca_bundle
-    return session
 
 
 def _code(value: object, default: str) -> str:
@@ -332,27 +313,8 @@ class LiveLoginCheck:
         self._timeout = timeout
 
     def check(self, inbox: Inbox, password: str) -> list[PartFailure]:
-        username = inbox.username or inbox.address
-        security: Security = "starttls"
-        if inbox.smtp_security in ("tls", "none"):
-            security = "tls" if inbox.smtp_security == "tls" else "none"
-        smtp = SmtpSender(
-            inbox.smtp_host or "",
-            int(inbox.smtp_port or 587),
-            security=security,
-            username=username,
-            password=password,
-            timeout=self._timeout,
-        )
-        imap = ImapMailbox(
-            inbox.imap_host or "",
-            int(inbox.imap_port or 993),
-            username,
-            password,
-            use_ssl=inbox.imap_security == "tls",
-            starttls=inbox.imap_security == "starttls",
-            timeout=self._timeout,
-        )
+        smtp, connect_imap = custom_connections(inbox, password, timeout=self._timeout)
+        imap = connect_imap()
         failures: list[PartFailure] = []
         with imap:
             for part, verify in ((LoginPart.SMTP, smtp.verify_login), (LoginPart.IMAP, imap.verify_login)):
