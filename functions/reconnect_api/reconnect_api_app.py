@@ -72,6 +72,13 @@ def refused(error: Exception) -> Response[str]:
     return pages.page(REFUSALS[refusal].status, REFUSALS[refusal].template, **values)
 
 
+@app.exception_handler(reconnect.AlreadyReconnected)
+def already_reconnected(done: reconnect.AlreadyReconnected) -> Response[str]:
+    # A double submit or a reload after success: the same answer again, not an error.
+    inbox = reconnect.finished_reconnect(CONTEXT, done)
+    return pages.reconnected_again(inbox.address) if inbox else pages.page(404, "invalid")
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
 @metrics.log_metrics

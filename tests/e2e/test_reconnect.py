@@ -50,8 +50,10 @@ from sendwell.ports.mailbox import Mailbox
 from sendwell.services import activity, attention, links, reconnect, reconnected
 from sendwell.services.auth_failures import IncidentContext
 from sendwell.services.limits import campaign_window, jitter_for, limits_of
+from sendwell.writes import WriteNotDone
 from tests.browser import ServerLogs
 from tests.deployment import Deployment, add_disconnected_inbox, deployed, emails_to, forget_sent_emails, sent_emails
+from tests.faults import aws_faults
 from tests.provider_sandbox import sandbox_environment, trusting_session
 from tests.template import PARAMETERS, PUBLIC_BASE_URL, TEMPLATE
 
@@ -324,7 +326,8 @@ def test_google_reconnect_proves_the_mailbox_stores_the_grant_and_tells_everyone
     assert done.status == 200, done.text()
     assert "alice@acme-outreach.com is connected" in done.text()
     assert "__Host-sendwell-session" not in visitor.cookies  # the session cookie is cleared
-    assert list(world.models.session.scan()) == []  # and the session is gone
+    # ... and the session can start nothing more: a second submit or a reload shows this success.
+    assert [s.finished_at is not None for s in world.models.session.scan()] == [True]
 
     inbox = world.inbox("ibx_gmail")
     assert inbox.status == InboxStatus.CONNECTED and not inbox.paused
@@ -643,6 +646,76 @@ def custom_inbox(world: World, smtp_server: SmtpTestServer, dovecot: DovecotServ
 
 def failed_parts(page: Page) -> list[tuple[str, str]]:
     return re.findall(r"(SMTP|IMAP) (authentication|connection) failed", page.text())
+
+
+@pytest.mark.dovecot
+def test_a_double_submit_of_the_password_form_shows_success_both_times(
+    world: World, custom_inbox: Inbox, smtp_server: SmtpTestServer, dovecot: DovecotServer
+) -> None:
+    """Before: the second submit of the same form (a double click, the back button) got an
+    error page although the inbox was connected."""
+    visitor = world.visitor()
+    visitor.get(world.link("ibx_custom"))
+    csrf = visitor.get(f"{PUBLIC_BASE_URL}/connect").field("csrf_token")
+    cookies = dict(visitor.cookies)
+    first = visitor.post(f"{PUBLIC_BASE_URL}/connect/password", {"csrf_token": csrf, "password": NEW_PASSWORD})
+    visitor.cookies = cookies  # the second click was sent with the same cookie
+    second = visitor.post(f"{PUBLIC_BASE_URL}/connect/password", {"csrf_token": csrf, "password": NEW_PASSWORD})
+    assert first.status == second.status == 200, second.text()
+    assert "is connected" in first.text() and "is connected" in second.text()
+    assert world.inbox("ibx_custom").status == InboxStatus.CONNECTED
+
+
+@pytest.mark.dovecot
+def test_two_links_finished_at_once_both_show_success(
+    world: World,
+    custom_inbox: Inbox,
+    smtp_server: SmtpTestServer,
+    dovecot: DovecotServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: both reconnects stored their credentials, the one that came second to mark the inbox
+    connected failed its condition, and its owner got an error page."""
+    now = datetime.now(UTC)
+    ctx = world.context()
+    sessions = []
+    for _ in range(2):  # two links: the admin's and the one in the notice, say
+        opened, _ = reconnect.open_link(ctx, world.link("ibx_custom").rsplit("/", 1)[1], now=now)
+        sessions.append((opened.cookie, reconnect.load_visit(ctx, opened.cookie, now=now).session.csrf_token))
+    catch_up = reconnect.poll_inbox
+    results: list[Any] = []
+
+    def first_finishes_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        # While the second reconnect catches up, the first one runs from start to end.
+        monkeypatch.setattr(reconnect, "poll_inbox", catch_up)
+        results.append(reconnect.submit_password(ctx, *sessions[0], NEW_PASSWORD, now=now))
+        return catch_up(*args, **kwargs)
+
+    monkeypatch.setattr(reconnect, "poll_inbox", first_finishes_meanwhile)
+    results.append(reconnect.submit_password(ctx, *sessions[1], NEW_PASSWORD, now=now))
+    assert [r.inbox.inbox_id for r in results] == ["ibx_custom", "ibx_custom"]
+    assert world.inbox("ibx_custom").status == InboxStatus.CONNECTED
+
+
+@pytest.mark.dovecot
+def test_a_credentials_write_that_keeps_failing_does_not_burn_the_link(world: World, custom_inbox: Inbox) -> None:
+    """Before: the link was consumed, the credentials write was throttled and read as "someone
+    else changed it", the inbox stayed disconnected and the link was spent."""
+    now = datetime.now(UTC)
+    ctx = world.context()
+    opened, _ = reconnect.open_link(ctx, world.link("ibx_custom").rsplit("/", 1)[1], now=now)
+    csrf = reconnect.load_visit(ctx, opened.cookie, now=now).session.csrf_token
+
+    def credentials_write(service: str, operation: str, params: dict[str, Any]) -> bool:
+        return operation == "UpdateItem" and "credentials" in str(params.get("ExpressionAttributeNames"))
+
+    with aws_faults() as faults, faults.failing(credentials_write), pytest.raises(WriteNotDone):
+        reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
+    assert world.inbox("ibx_custom").status == InboxStatus.DISCONNECTED
+    # The owner submits again: the link, used by this very session, lets it finish.
+    result = reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
+    assert result.inbox.inbox_id == "ibx_custom"
+    assert world.inbox("ibx_custom").status == InboxStatus.CONNECTED
 
 
 @pytest.mark.dovecot

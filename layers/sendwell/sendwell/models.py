@@ -300,6 +300,7 @@ class ReconnectLink(Model):
     expires_ttl = NumberAttribute()  # DynamoDB TTL: removed a while after expiry
     state = UnicodeAttribute(default=LinkState.ACTIVE.value)
     used_at = UTCDateTimeAttribute(null=True)
+    used_by = UnicodeAttribute(null=True)  # the session (its hash) that used it: its retries go on
     backlog_mode = UnicodeAttribute(default=BacklogMode.PACED.value)
     expiry_notified = BooleanAttribute(default=False)
     inbox_index = LinksByInboxIndex()
@@ -319,6 +320,7 @@ class WebSession(Model):
     csrf_token = UnicodeAttribute()
     oauth_state = UnicodeAttribute(null=True)  # one-time, cleared when the callback uses it
     oauth_flow = BinaryAttribute(null=True, legacy_encoding=False)  # KMS-encrypted PKCE verifier/flow
+    finished_at = UTCDateTimeAttribute(null=True)  # the reconnect it started is done: show success again
 
 
 class Activity(Model):

@@ -128,19 +128,21 @@ def verify(models: Models, token: str, *, now: datetime) -> ReconnectLink:
     return link
 
 
-def consume(models: Models, link: ReconnectLink, *, now: datetime) -> None:
-    """Mark the link used, exactly once.
+def consume(models: Models, link: ReconnectLink, *, now: datetime, by: str | None = None) -> None:
+    """Mark the link used by the session ``by``, exactly once.
 
     The write is conditional on the link being active and unexpired *now*, so of two people
     finishing a reconnect with the same link at the same moment only one succeeds. The loser
-    gets the error that describes the link as it is now (used, revoked or expired).
+    gets the error that describes the link as it is now (used, revoked or expired). The session
+    that used it may finish again (a double submit, a retry after a fault): that is not a loss.
     """
     table = models.link
-    if not writes.update(
-        link,
-        actions=[table.state.set(LinkState.USED.value), table.used_at.set(now)],
-        condition=(table.state == LinkState.ACTIVE.value) & (table.expires_at > now),
-    ):
+    actions: list[Any] = [table.state.set(LinkState.USED.value), table.used_at.set(now)]
+    condition = (table.state == LinkState.ACTIVE.value) & (table.expires_at > now)
+    if by is not None:
+        actions.append(table.used_by.set(by))
+        condition |= (table.state == LinkState.USED.value) & (table.used_by == by)
+    if not writes.update(link, actions=actions, condition=condition):
         try:
             link.refresh(consistent_read=True)
         except DoesNotExist:

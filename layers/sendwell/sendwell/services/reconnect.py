@@ -87,6 +87,22 @@ class PasswordRejected(ReconnectError):
     """The form's password is empty, too long or holds line breaks: nothing was tried."""
 
 
+class AlreadyReconnected(ReconnectError):
+    """The session's reconnect is done already (a double submit, a reload): show its success."""
+
+    def __init__(self, inbox_id: str) -> None:
+        super().__init__(inbox_id)
+        self.inbox_id = inbox_id
+
+
+def finished_reconnect(ctx: ReconnectContext, done: AlreadyReconnected) -> Inbox | None:
+    """The inbox a finished session reconnected, as it is now (None if it was deleted since)."""
+    try:
+        return ctx.models.inbox.get(done.inbox_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
 class InboxChanged(ReconnectError):
     """The inbox was deleted or changed state under us; nothing was stored."""
 
@@ -157,7 +173,9 @@ def load_visit(ctx: ReconnectContext, cookie: str | None, *, now: datetime) -> V
         raise SessionMissing("unknown session") from None
     if session.expires_ttl <= epoch(now):  # TTL deletes lazily: an expired row may still be there
         raise SessionMissing("session expired")
-    link = _usable_link(ctx.models, session.token_hash, now)
+    if session.finished_at is not None:
+        raise AlreadyReconnected(session.inbox_id)  # a double submit, a reload: it is done
+    link = _usable_link(ctx.models, session.token_hash, now, session=session)
     try:
         inbox = ctx.models.inbox.get(session.inbox_id, consistent_read=True)
     except DoesNotExist:
@@ -239,7 +257,9 @@ def _complete(
     now: datetime,
 ) -> Reconnected:
     models, link = ctx.models, visit.link
-    links.consume(models, link, now=now)  # the gate: of two finishing at once, one goes on
+    # The gate: of two people finishing with one link at once, one goes on; this session's own
+    # second try (a double submit, a retry after a fault) goes on too.
+    links.consume(models, link, now=now, by=visit.session.session_hash)
     inbox = visit.inbox
     previous = InboxStatus(inbox.status)
     _store_credentials(ctx, inbox, credentials, identity, now)
@@ -265,7 +285,8 @@ def _complete(
     )
     log_reconnect(models, result, campaigns, now)
     links.revoke_all(models, inbox.inbox_id, now=now)
-    visit.session.delete()  # the cookie is worth nothing from here on
+    # The session can start nothing more; a second submit or a reload shows the success again.
+    writes.update(visit.session, actions=[ctx.models.session.finished_at.set(now)], condition=None)
     return result
 
 
@@ -385,15 +406,15 @@ def _check_csrf(session: WebSession, token: str) -> None:
         raise RequestRejected("csrf token does not match")
 
 
-def _usable_link(models: Models, token_hash: str, now: datetime) -> ReconnectLink:
+def _usable_link(models: Models, token_hash: str, now: datetime, *, session: WebSession) -> ReconnectLink:
     try:
         link = models.link.get(token_hash, consistent_read=True)
     except DoesNotExist:
         raise links.LinkInvalid("unknown") from None
     if link.state == LinkState.REVOKED:
         raise links.LinkInvalid("revoked")
-    if link.state == LinkState.USED:
-        raise links.LinkUsed(link.link_id)
+    if link.state == LinkState.USED and link.used_by != session.session_hash:
+        raise links.LinkUsed(link.link_id)  # used by this session, it is finishing: let it
     if link.expires_at <= now:
         raise links.LinkExpired(link.link_id)
     return link
