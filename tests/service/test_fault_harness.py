@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -28,10 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
-from local.stack import LambdaContext
+from local.stack import LambdaContext, http_event, http_routes
 from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.failures import Failure, FailureKind
@@ -39,6 +41,7 @@ from sendwell.ids import shard_for, step_message_id
 from sendwell.models import EnrollmentState, Inbox, InboxStatus, new_step, new_window
 from sendwell.ports.mailbox import InboundMessage
 from sendwell.ports.messages import AuthFailureReport
+from sendwell.services import links
 from tests.deployment import Deployment, deployed, emails_to, forget_sent_emails
 from tests.faults import FAULT_KINDS, AwsFaults, Crash, aws_faults
 from tests.memory_providers import MemoryMailbox, MemoryMailboxes
@@ -85,7 +88,11 @@ class Harness:
         if hasattr(context, "mailboxes") and context.mailboxes is not self.mailboxes:
             context = dataclasses.replace(context, mailboxes=self.mailboxes)
             module.PARTS = dataclasses.replace(parts, context=context)
-        module.utcnow = lambda: self.now  # type: ignore[attr-defined]
+        # The handler and its sibling modules (the reconnect routes) read the clock.
+        folder = Path(module.__file__ or "").parent
+        for sibling in list(sys.modules.values()):
+            if Path(getattr(sibling, "__file__", None) or "/").parent == folder and hasattr(sibling, "utcnow"):
+                sibling.utcnow = lambda: self.now
         return handler
 
     def invoke(self, logical_id: str, event: dict[str, Any], *, fail_at: int | None, kind: str) -> Any:
@@ -370,6 +377,98 @@ def auth_scenario(harness: Harness) -> Callable[[int | None, str], str]:
 
 def test_auth_failure_path_survives_every_fault_at_every_call(harness: Harness) -> None:
     run_every_fault(harness, "auth-failure", auth_scenario(harness))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconnect: the owner of a disconnected custom inbox opens the link and types the new password
+
+
+class AcceptingLoginCheck:
+    """The mail servers take the new password (their own faults have e2e tests)."""
+
+    def check(self, inbox: Inbox, password: str) -> list[Any]:
+        return []
+
+
+def reconnect_scenario(harness: Harness) -> Callable[[int | None, str], str]:
+    models = harness.aws.models
+    routes = [r for r in http_routes(TEMPLATE) if r.function == "ReconnectApiFunction"]
+
+    def request(
+        method: str, path: str, cookie: str | None, form: dict[str, str], fail_at: int | None, kind: str
+    ) -> Any:
+        route, params = next((r, m.groupdict()) for r in routes if r.method == method and (m := r.pattern.match(path)))
+        headers = {"host": "sendwell.example.test"}
+        if cookie:
+            headers["cookie"] = f"__Host-sendwell-session={cookie}"
+        body = urlencode(form).encode()
+        if body:
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        event = http_event(route, method, path, headers, body, params, headers["host"])
+        return harness.invoke("ReconnectApiFunction", event, fail_at=fail_at, kind=kind)
+
+    def run(fail_at: int | None, kind: str) -> str:
+        inbox = harness.add_inbox(
+            status=InboxStatus.DISCONNECTED,
+            status_reason="the password was changed",
+            failed_at=harness.now - timedelta(hours=1),
+            incident_id=harness.next_id("inc"),
+        )
+        enrollment_id = harness.enroll(inbox)  # its first step waits for the reconnect
+        forget_sent_emails()
+        token = links.create_link(models, inbox_id=inbox.inbox_id, created_by=ADMIN, now=harness.now).token
+        cookie: str | None = None
+        connected = False
+        for _ in range(4):  # the owner tries again, as people do, when a page fails
+            if cookie is None:
+                opened = request("GET", f"/r/{token}", None, {}, fail_at, kind)
+                cookies = (opened or {}).get("cookies") or []
+                cookie = cookies[0].split(";", 1)[0].split("=", 1)[1] if cookies else None
+                if cookie is None:
+                    continue
+            landing = request("GET", "/connect", cookie, {}, fail_at, kind)
+            if landing is not None and landing["statusCode"] == 200 and "is connected" in landing["body"]:
+                connected = True  # the last try got through before its page failed: done already
+                break
+            found = re.search(r'name="csrf_token" value="([^"]+)"', (landing or {}).get("body") or "")
+            if found is None:
+                continue
+            form = {"csrf_token": found[1], "password": "the new password"}
+            done = request("POST", "/connect/password", cookie, form, fail_at, kind)
+            if done is not None and done["statusCode"] == 200 and "is connected" in done["body"]:
+                connected = True
+                break
+        stored = models.inbox.get(inbox.inbox_id, consistent_read=True)
+        where = f"k={fail_at} {kind} {harness.faults.injected}"
+        assert connected, f"the owner never saw success ({where}); the inbox is {stored.status}"
+        assert stored.status == InboxStatus.CONNECTED, where
+        assert harness.mailboxes.store.load(stored) == {"password": "the new password"}, where
+        enrollment = models.enrollment.get(enrollment_id, consistent_read=True)
+        assert enrollment.state == EnrollmentState.ACTIVE and enrollment.due_at is not None, f"step lost ({where})"
+        told = {address: len(emails_to(address)) for address in (ADMIN, inbox.owner_email)}
+        assert all(count <= 1 for count in told.values()), f"a notice went twice: {told} ({where})"
+        outcome = "connected, told once" if all(told.values()) else "connected, a notice not sent"
+        stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()])
+        models.enrollment.get(enrollment_id).delete()
+        if fail_at is not None and harness.faults.injected is None:
+            outcome = "no fault reached"
+        return outcome if fail_at is not None or outcome != "connected, told once" else "clean"
+
+    return run
+
+
+def test_reconnect_path_survives_every_fault_at_every_call(harness: Harness) -> None:
+    handler = harness.aws.handler("ReconnectApiFunction")
+    module = sys.modules[handler.__module__]
+    context = module.PARTS.context
+    context = dataclasses.replace(
+        context,
+        login_check=AcceptingLoginCheck(),
+        poll=dataclasses.replace(context.poll, mailboxes=harness.mailboxes),
+    )
+    module.PARTS = dataclasses.replace(module.PARTS, context=context)
+    module.CONTEXT = context
+    run_every_fault(harness, "reconnect", reconnect_scenario(harness))
 
 
 def test_the_template_queues_redrive_after_five_receives() -> None:
