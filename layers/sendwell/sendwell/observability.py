@@ -2,7 +2,7 @@
 
 Metric names live here and nowhere else. The handlers emit them (Powertools EMF, namespace
 ``Sendwell``, the only dimension the ``service`` Powertools adds), template.yaml's alarms and its
-dashboard watch them, and tests/test_operations.py checks that the three agree. "By class" figures
+dashboard watch them, and tests/unit/test_operations.py checks that the three agree. "By class" figures
 are a fixed set of names, one per class, rather than a dimension: Powertools applies a dimension to
 every metric flushed with it, and a fixed name is what an alarm and a dashboard line can point at.
 
