@@ -151,7 +151,10 @@ def set_paused(models: Models, inbox_id: str, *, paused: bool, now: datetime, ac
     if paused:
         actions += [models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()]
     if not writes.update(inbox, actions=actions, condition=models.inbox.paused == (not paused)):
-        raise InboxConflict("the inbox changed while pausing; try again")
+        # Someone else toggled it, or our own write went through and only its answer was lost.
+        inbox = models.inbox.get(inbox_id, consistent_read=True)
+        if inbox.paused != paused:
+            raise InboxConflict("the inbox changed while pausing; try again")
     verb = "paused" if paused else "resumed"
     activity.record(models, now=now, kind=f"inbox.{verb}", message=f"Sending {verb} by {actor}", inbox_id=inbox_id)
     return inbox

@@ -316,12 +316,15 @@ def _store_credentials(
         condition = table.status.is_in(
             InboxStatus.DISCONNECTED.value, InboxStatus.PENDING.value, InboxStatus.RECONNECTING.value
         )
-    if identity is not None and inbox.identity_issuer is None:
-        # The first sign-in records who the mailbox is, unless another first sign-in just did.
-        actions += [table.identity_issuer.set(identity[0]), table.identity_subject.set(identity[1])]
-        condition &= table.identity_issuer.does_not_exist()
-    elif identity is not None:
-        condition &= (table.identity_issuer == identity[0]) & (table.identity_subject == identity[1])
+    if identity is not None:
+        same = (table.identity_issuer == identity[0]) & (table.identity_subject == identity[1])
+        if inbox.identity_issuer is None:
+            # The first sign-in records who the mailbox is, unless another first sign-in just did
+            # (this very one may have: a retry after its answer was lost finds its own identity).
+            actions += [table.identity_issuer.set(identity[0]), table.identity_subject.set(identity[1])]
+            condition &= table.identity_issuer.does_not_exist() | same
+        else:
+            condition &= same
     if not writes.update(inbox, actions=actions, condition=condition):
         raise InboxChanged(inbox.inbox_id)
     activity.record(
