@@ -141,7 +141,12 @@ class Demo:
             issued = links.create_link(self.models, inbox_id=inbox.inbox_id, created_by=ADMIN, now=now)
             url = f"{self.settings.public_base_url}/r/{issued.token}"
             result = self.open_link(url, account=address, password=CUSTOM_PASSWORD if extra else None)
-            say(f"connected {address:<28} {provider.value:<8} -> {result[:70]}")
+            say(f"signed in {address:<28} {provider.value:<8} -> {result[:70]}")
+        # The reconnect worker finishes each one (its first poll, then connected), off the request.
+        self.wait_for(
+            "the reconnect worker has connected every inbox",
+            lambda: all(self.models.inbox.get(i).status == "connected" for i in self.inbox_ids.values()),
+        )
 
     def seed_campaign(self) -> str:
         spec = campaigns.CampaignSpec(
@@ -261,6 +266,10 @@ class Demo:
         else:
             self.sandbox.clear_faults(GMAIL)
             say(f"STORY reconnecting headless: {self.open_link(link, account=GMAIL)[:100]}")
+            self.wait_for(
+                "the reconnect worker has caught up and connected the Gmail inbox",
+                lambda: self.models.inbox.get(gmail_inbox).status == "connected",
+            )
         replied = self.models.enrollment.get(prospect.enrollment_id)
         say(f"STORY after the catch-up poll {prospect.email} is {replied.state}: no follow-up will go")
         pending = [e for e in self.models.enrollment.scan() if e.inbox_id == gmail_inbox and e.due_at]

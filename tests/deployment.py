@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import DynamoDBBackend
@@ -86,6 +87,41 @@ class Deployment:
             for message in batch:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             out.extend(batch)
+
+    def deliver(self, queue: str, function: str) -> list[str]:
+        """Hand what the template's ``queue`` holds to ``function`` as one SQS batch, as the event
+        source mapping would; delete what it handled, and return the ids of the failed records
+        (they stay on the queue, visible again at once)."""
+        sqs = self.client("sqs")
+        url = self.stack.refs[queue]
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+        if not received:
+            return []
+        records = [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": self.stack.attributes[(queue, "Arn")],
+                "awsRegion": REGION,
+            }
+            for m in received
+        ]
+        try:
+            result = self.invoke(function, {"Records": records})
+            failed = [item["itemIdentifier"] for item in result["batchItemFailures"]]
+        except BatchProcessingError:  # every record failed: Powertools fails the invocation
+            failed = [m["MessageId"] for m in received]
+        for message in received:
+            if message["MessageId"] in failed:
+                sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+            else:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return failed
 
     def subscribe_queue(self, topic_arn: str, queue_name: str, *, raw: bool = False) -> str:
         """A new queue subscribed to the topic, as an integration would subscribe; its URL."""

@@ -83,6 +83,5 @@ def already_reconnected(done: reconnect.AlreadyReconnected) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    PARTS.once.register_lambda_context(context)
     app.append_context(parts=PARTS, pages=pages)
     return app.resolve(event, context)

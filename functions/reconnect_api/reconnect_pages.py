@@ -152,9 +152,9 @@ class Pages:
 
     def reconnected_again(self, inbox_address: str) -> Response[str]:
         """The success page for a second submit or a reload of a finished reconnect."""
-        again = "This inbox was reconnected a moment ago; there is nothing more to do."
+        again = ("This inbox was reconnected a moment ago; there is nothing more to do.",)
         cleared = [self.cleared_cookie()]
-        return self.page(200, "success", cookies=cleared, inbox_address=inbox_address, catch_up=again, backlog="")
+        return self.page(200, "success", cookies=cleared, inbox_address=inbox_address, next_steps=again)
 
     def json(self, status: int, body: Mapping[str, Any]) -> Response[str]:
         return Response(

@@ -10,7 +10,7 @@ from reconnect_pages import Pages, landing, parse_form
 from sendwell import wiring
 from sendwell.clock import utcnow
 from sendwell.observability import Metric
-from sendwell.services import reconnect, reconnected
+from sendwell.services import reconnect
 from sendwell.wiring import NOTICE_FAILURES, logger, metrics
 
 router = APIGatewayHttpRouter()
@@ -67,18 +67,22 @@ def submit_password() -> Response[str]:
     )
 
 
-def _reconnected(result: reconnected.Reconnected) -> Response[str]:
-    metrics.add_metric(name=Metric.INBOXES_RECONNECTED, unit=MetricUnit.Count, value=1)
+def _reconnected(started: reconnect.ReconnectStarted) -> Response[str]:
+    """The new sign-in is stored: have the worker finish the reconnect, and tell the owner at once."""
     metrics.add_metric(name=Metric.LINKS_USED, unit=MetricUnit.Count, value=1)
+    extra = {"inbox_id": started.inbox.inbox_id, "link_id": started.link.link_id, "renewed": started.renewed}
     try:
-        reconnected.send_notices(_parts().context, result)
+        _parts().reconnect_tasks.send_batch([started.task.to_message()])
     except NOTICE_FAILURES:
-        # The inbox is reconnected; only telling people about it failed. Ops see the metric.
-        logger.exception("reconnect notices failed", extra={"inbox_id": result.inbox.inbox_id})
-    logger.info("inbox reconnected", extra={"inbox_id": result.inbox.inbox_id, **result.log_fields()})
-    summary = {"catch_up": result.catch_up_summary(), "backlog": result.backlog.summary()}
+        # Stored already: the reminders function finds the unfinished reconnect and queues it.
+        logger.exception("reconnect task not queued; the reminders function will queue it", extra=extra)
+    logger.info("reconnect started", extra=extra)
     return _pages().page(
-        200, "success", cookies=[_pages().cleared_cookie()], inbox_address=result.inbox.address, **summary
+        200,
+        "success",
+        cookies=[_pages().cleared_cookie()],
+        inbox_address=started.inbox.address,
+        next_steps=started.next_steps(),
     )
 
 

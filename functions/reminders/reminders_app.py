@@ -1,5 +1,6 @@
-"""Reminders function: every 15 minutes, remind about inboxes still disconnected and report
-inboxes that have failed with transient errors for a long time ("degraded").
+"""Reminders function: every 15 minutes, queue again each reconnect left unfinished, remind about
+inboxes still disconnected and report inboxes that have failed with transient errors for a long
+time ("degraded").
 
 Each inbox is handled on its own: a notice that can't be sent now (SES refusing, another run busy
 with the same notice) is logged and counted, and the next run sends only what is still missing.
@@ -19,7 +20,7 @@ from sendwell.observability import Metric
 from sendwell.services.attention import Attention, attend_all
 from sendwell.wiring import NOTICE_FAILURES, logger, metrics, tracer
 
-PARTS = wiring.incidents(os.environ)
+PARTS = wiring.reminders(os.environ)
 
 
 @logger.inject_lambda_context
@@ -27,7 +28,11 @@ PARTS = wiring.incidents(os.environ)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     PARTS.once.register_lambda_context(context)
-    outcomes = attend_all(PARTS.context, now=utcnow(), retry_next_run=NOTICE_FAILURES, on_failure=_log_failure)
+    outcomes = attend_all(
+        PARTS.context, PARTS.reconnect_tasks, now=utcnow(), retry_next_run=NOTICE_FAILURES, on_failure=_log_failure
+    )
+    # A reconnect the worker did not finish in time: its task was lost or keeps failing.
+    metrics.add_metric(name=Metric.RECONNECTS_REQUEUED, unit=MetricUnit.Count, value=outcomes[Attention.REQUEUED.value])
     metrics.add_metric(name=Metric.REMINDERS_SENT, unit=MetricUnit.Count, value=outcomes[Attention.REMINDED.value])
     metrics.add_metric(name=Metric.DEGRADED_NOTICES, unit=MetricUnit.Count, value=outcomes[Attention.DEGRADED.value])
     metrics.add_metric(name=Metric.LINKS_EXPIRED, unit=MetricUnit.Count, value=outcomes["expired_links"])

@@ -47,7 +47,7 @@ from sendwell.models import (
 )
 from sendwell.pacing import InboxUsage, pace_backlog
 from sendwell.ports.mailbox import Mailbox
-from sendwell.services import activity, attention, links, reconnect, reconnected
+from sendwell.services import activity, attention, catch_up, links, reconnect
 from sendwell.services.auth_failures import IncidentContext
 from sendwell.services.limits import campaign_window, jitter_for, limits_of
 from sendwell.writes import WriteNotDone
@@ -169,6 +169,16 @@ class World:
         self.aws.handler("ReconnectApiFunction")
         context: reconnect.ReconnectContext = sys.modules["reconnect_api_app"].CONTEXT
         return context
+
+    def worker(self) -> catch_up.CatchUpContext:
+        """The reconnect worker's context, as its handler built it at its cold start."""
+        self.aws.handler("ReconnectWorkerFunction")
+        context: catch_up.CatchUpContext = sys.modules["reconnect_worker_app"].PARTS.context
+        return context
+
+    def run_worker(self) -> list[str]:
+        """The reconnect worker's real handler on every task queued now; the ids of failed tasks."""
+        return self.aws.deliver("ReconnectQueue", "ReconnectWorkerFunction")
 
     def inbox(self, inbox_id: str) -> Inbox:
         return self.models.inbox.get(inbox_id, consistent_read=True)
@@ -325,14 +335,22 @@ def test_google_reconnect_proves_the_mailbox_stores_the_grant_and_tells_everyone
     done = visitor.get(world.consent(start.location, account=ALICE))
     assert done.status == 200, done.text()
     assert "alice@acme-outreach.com is connected" in done.text()
+    # The page answers before the catch-up, and says what happens next.
+    assert "What happens next" in done.text() and "nobody who replied gets a follow-up" in done.text()
+    assert "spread over its sending hours" in done.text()
     assert "__Host-sendwell-session" not in visitor.cookies  # the session cookie is cleared
     # ... and the session can start nothing more: a second submit or a reload shows this success.
     assert [s.finished_at is not None for s in world.models.session.scan()] == [True]
+    waiting = world.inbox("ibx_gmail")
+    assert waiting.status == InboxStatus.RECONNECTING and waiting.reconnect_link  # dispatch skips it
+    assert emails_to(ADMIN) == []
 
+    assert world.run_worker() == []
     inbox = world.inbox("ibx_gmail")
     assert inbox.status == InboxStatus.CONNECTED and not inbox.paused
     assert inbox.status_reason is None and inbox.failed_at is None
-    assert inbox.attention_shard is None and inbox.attention_at is None  # reminders stop
+    assert inbox.incident_id is None and inbox.reminders_sent == 0  # reminders stop
+    assert inbox.reconnect_link is None and inbox.reconnect_outcome is None  # nothing left to finish
     assert inbox.poll_shard is not None and inbox.last_polled_at is not None  # caught up, polled again
     assert inbox.credentials_version == 4
     stored = world.store.load(inbox)
@@ -360,7 +378,7 @@ def test_google_reconnect_proves_the_mailbox_stores_the_grant_and_tells_everyone
         assert_secure(page)
         assert token not in page.body and token not in page.headers.get("location", "")
     logs = server_logs.text()
-    assert "reconnect link opened" in logs and "inbox reconnected" in logs  # the handler's lines are here
+    assert "reconnect link opened" in logs and "inbox reconnected" in logs  # the handlers' lines are here
     assert token not in logs
 
 
@@ -375,6 +393,7 @@ def test_microsoft_reconnect_with_msal_records_tenant_and_object_id_on_first_sig
 
     done = world.sign_in(world.visitor(), link, account=BOB)
     assert done.status == 200 and "bob@contoso.com is connected" in done.text()
+    assert world.run_worker() == []
     inbox = world.inbox("ibx_m365")
     assert inbox.status == InboxStatus.CONNECTED
     assert (inbox.identity_issuer, inbox.identity_subject) == (bob.tid, bob.oid)
@@ -383,7 +402,7 @@ def test_microsoft_reconnect_with_msal_records_tenant_and_object_id_on_first_sig
     assert [m.subject for m in emails_to(ADMIN)] == [f"{BOB} is reconnected"]
 
 
-def test_a_failing_mail_service_does_not_turn_the_reconnect_into_an_error_page(
+def test_a_failing_mail_service_leaves_the_inbox_connected_and_the_notices_go_out_on_the_retry(
     world: World, deployment: Deployment
 ) -> None:
     google_inbox(world)
@@ -391,11 +410,16 @@ def test_a_failing_mail_service_does_not_turn_the_reconnect_into_an_error_page(
     ses.delete_identity(Identity=PARAMETERS["SesIdentity"])  # SES now refuses every notice
     try:
         page = world.sign_in(world.visitor(), world.link("ibx_gmail"), account=ALICE)
+        assert page.status == 200 and f"{ALICE} is connected" in page.text()
+        assert len(world.run_worker()) == 1  # the task fails: SQS delivers it again
+        assert world.inbox("ibx_gmail").status == InboxStatus.CONNECTED  # the inbox doesn't wait for SES
+        assert world.inbox("ibx_gmail").reconnect_link is not None and sent_emails() == []
     finally:
         ses.verify_domain_identity(Domain=PARAMETERS["SesIdentity"])
-    assert page.status == 200 and f"{ALICE} is connected" in page.text()
-    assert world.inbox("ibx_gmail").status == InboxStatus.CONNECTED
-    assert sent_emails() == []
+    assert world.run_worker() == []
+    assert [m.subject for m in emails_to(ADMIN)] == [f"{ALICE} is reconnected"]
+    assert len(emails_to(OWNER)) == 1 and world.inbox("ibx_gmail").reconnect_link is None
+    assert world.run_worker() == []  # nothing left
 
 
 def test_a_different_account_gets_the_mismatch_page_and_nothing_changes(world: World) -> None:
@@ -470,13 +494,16 @@ def test_when_the_catch_up_poll_fails_sending_stays_held(world: World) -> None:
         due_shard="1",
         due_at=due,
     ).save()
-    real = world.context()
-    ctx = dataclasses.replace(real, poll=dataclasses.replace(real.poll, mailboxes=TimingOut()))
+    ctx = world.context()
     opened, _ = reconnect.open_link(ctx, world.link("ibx_gmail").rsplit("/", 1)[1], now=now)
     csrf = reconnect.load_visit(ctx, opened.cookie, now=now).session.csrf_token
     sign_in = reconnect.start_authorization(ctx, opened.cookie, csrf, now=now)
     answer = {k: v[0] for k, v in parse_qs(urlsplit(world.consent(sign_in, account=ALICE)).query).items()}
-    result = reconnect.finish_authorization(ctx, opened.cookie, "google", answer, now=now)
+    started = reconnect.finish_authorization(ctx, opened.cookie, "google", answer, now=now)
+    worker = world.worker()
+    worker = dataclasses.replace(worker, poll=dataclasses.replace(worker.poll, mailboxes=TimingOut()))
+    result = catch_up.finish_reconnect(worker, started.task, now=now)
+    assert result is not None
 
     assert result.catch_up_failed and result.backlog.held
     assert "could not be checked yet" in result.catch_up_summary()
@@ -507,6 +534,9 @@ def test_a_link_for_a_connected_inbox_renews_its_sign_in_without_pausing_it(worl
     assert "signing in again renews" in visitor.get(f"{PUBLIC_BASE_URL}/connect").text()
     page = world.sign_in(world.visitor(), link, account=BOB)
     assert page.status == 200 and "new sign-in replaces the old one" in page.text()
+    assert world.inbox("ibx_m365").status == InboxStatus.CONNECTED  # it never stops sending
+    assert world.run_worker() == []
+    assert [m.subject for m in emails_to(ADMIN)] == [f"{BOB} is reconnected"]
     inbox = world.inbox("ibx_m365")
     assert inbox.status == InboxStatus.CONNECTED and inbox.last_polled_at is None  # no catch-up needed
     assert world.store.load(inbox)["refresh_token"].startswith("0.A")
@@ -663,11 +693,13 @@ def test_a_double_submit_of_the_password_form_shows_success_both_times(
     second = visitor.post(f"{PUBLIC_BASE_URL}/connect/password", {"csrf_token": csrf, "password": NEW_PASSWORD})
     assert first.status == second.status == 200, second.text()
     assert "is connected" in first.text() and "is connected" in second.text()
+    assert world.run_worker() == []
     assert world.inbox("ibx_custom").status == InboxStatus.CONNECTED
+    assert len(emails_to(ADMIN)) == 1  # one reconnect, one notice
 
 
 @pytest.mark.dovecot
-def test_two_links_finished_at_once_both_show_success(
+def test_two_links_finished_at_once_both_show_success_and_one_reconnect_is_told(
     world: World,
     custom_inbox: Inbox,
     smtp_server: SmtpTestServer,
@@ -675,26 +707,32 @@ def test_two_links_finished_at_once_both_show_success(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Before: both reconnects stored their credentials, the one that came second to mark the inbox
-    connected failed its condition, and its owner got an error page."""
+    connected failed its condition, and its owner got an error page. Now both pages answer once the
+    sign-in is stored; the later reconnect replaces the earlier one, and only it is finished and told."""
     now = datetime.now(UTC)
     ctx = world.context()
     sessions = []
     for _ in range(2):  # two links: the admin's and the one in the notice, say
         opened, _ = reconnect.open_link(ctx, world.link("ibx_custom").rsplit("/", 1)[1], now=now)
         sessions.append((opened.cookie, reconnect.load_visit(ctx, opened.cookie, now=now).session.csrf_token))
-    catch_up = reconnect.poll_inbox
-    results: list[Any] = []
+    store = reconnect._store_credentials
+    started: list[reconnect.ReconnectStarted] = []
 
-    def first_finishes_meanwhile(*args: Any, **kwargs: Any) -> Any:
-        # While the second reconnect catches up, the first one runs from start to end.
-        monkeypatch.setattr(reconnect, "poll_inbox", catch_up)
-        results.append(reconnect.submit_password(ctx, *sessions[0], NEW_PASSWORD, now=now))
-        return catch_up(*args, **kwargs)
+    def first_finishes_meanwhile(*args: Any, **kwargs: Any) -> None:
+        # While the second reconnect stores its sign-in, the first one runs from start to end.
+        monkeypatch.setattr(reconnect, "_store_credentials", store)
+        started.append(reconnect.submit_password(ctx, *sessions[0], NEW_PASSWORD, now=now))
+        store(*args, **kwargs)
 
-    monkeypatch.setattr(reconnect, "poll_inbox", first_finishes_meanwhile)
-    results.append(reconnect.submit_password(ctx, *sessions[1], NEW_PASSWORD, now=now))
-    assert [r.inbox.inbox_id for r in results] == ["ibx_custom", "ibx_custom"]
+    monkeypatch.setattr(reconnect, "_store_credentials", first_finishes_meanwhile)
+    started.append(reconnect.submit_password(ctx, *sessions[1], NEW_PASSWORD, now=now))
+    assert [s.inbox.inbox_id for s in started] == ["ibx_custom", "ibx_custom"]
+    worker = world.worker()
+    assert catch_up.finish_reconnect(worker, started[0].task, now=now) is None  # replaced by the second
+    assert catch_up.finish_reconnect(worker, started[1].task, now=now) is not None
     assert world.inbox("ibx_custom").status == InboxStatus.CONNECTED
+    assert catch_up.finish_reconnect(worker, started[1].task, now=now) is None  # done: a redelivery does nothing
+    assert [m.subject for m in emails_to(ADMIN)] == [f"{custom_inbox.address} is reconnected"]
 
 
 @pytest.mark.dovecot
@@ -713,8 +751,9 @@ def test_a_credentials_write_that_keeps_failing_does_not_burn_the_link(world: Wo
         reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
     assert world.inbox("ibx_custom").status == InboxStatus.DISCONNECTED
     # The owner submits again: the link, used by this very session, lets it finish.
-    result = reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
-    assert result.inbox.inbox_id == "ibx_custom"
+    started = reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
+    assert world.inbox("ibx_custom").status == InboxStatus.RECONNECTING
+    assert catch_up.finish_reconnect(world.worker(), started.task, now=now) is not None
     assert world.inbox("ibx_custom").status == InboxStatus.CONNECTED
 
 
@@ -756,6 +795,7 @@ def test_custom_inbox_password_is_verified_live_and_a_failure_names_the_part(
 
     done = submit(NEW_PASSWORD)
     assert done.status == 200, done.text()
+    assert world.run_worker() == []
     inbox = world.inbox("ibx_custom")
     assert inbox.status == InboxStatus.CONNECTED
     assert world.store.load(inbox) == {"password": NEW_PASSWORD}
@@ -841,10 +881,12 @@ def test_a_reply_received_while_disconnected_stops_its_follow_up_and_the_backlog
     ctx = world.context()
     opened, _ = reconnect.open_link(ctx, world.link("ibx_custom").rsplit("/", 1)[1], now=now)
     visit = reconnect.load_visit(ctx, opened.cookie, now=now)
-    result = reconnect.submit_password(ctx, opened.cookie, visit.session.csrf_token, NEW_PASSWORD, now=now)
+    started = reconnect.submit_password(ctx, opened.cookie, visit.session.csrf_token, NEW_PASSWORD, now=now)
+    assert world.models.enrollment.get("enr_priya").state == EnrollmentState.ACTIVE  # not read yet
+    result = catch_up.finish_reconnect(world.worker(), started.task, now=now)
 
-    assert result.caught_up is not None and result.caught_up.failure is None
-    assert result.caught_up.outcomes["reply"] == 1
+    assert result is not None and result.caught_up is not None and result.caught_up.failure is None
+    assert result.caught_up.replies == 1
     priya = world.models.enrollment.get("enr_priya")
     assert priya.state == EnrollmentState.REPLIED and priya.due_at is None  # no follow-up for Priya
     # Follow-up 2 of "late" was 15 days late: skipped; its follow-up 3 is on time and joins the backlog.
@@ -895,9 +937,9 @@ def test_hold_and_immediate_backlog_modes(world: World, custom_inbox: Inbox) -> 
         ctx, world.link("ibx_custom", backlog_mode=BacklogMode.HOLD).rsplit("/", 1)[1], now=now
     )
     csrf = reconnect.load_visit(ctx, opened.cookie, now=now).session.csrf_token
-    held = reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
-    reconnected.send_notices(ctx, held)
-    assert held.backlog.held and world.inbox("ibx_custom").paused
+    started = reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
+    held = catch_up.finish_reconnect(world.worker(), started.task, now=now)
+    assert held is not None and held.backlog.held and world.inbox("ibx_custom").paused
     assert world.models.enrollment.get("enr_wait").due_at == due
     assert "stays paused until an admin resumes it" in emails_to(ADMIN)[0].body
 
@@ -906,8 +948,13 @@ def test_hold_and_immediate_backlog_modes(world: World, custom_inbox: Inbox) -> 
         ctx, world.link("ibx_custom", backlog_mode=BacklogMode.IMMEDIATE).rsplit("/", 1)[1], now=now
     )
     csrf = reconnect.load_visit(ctx, opened.cookie, now=now).session.csrf_token
-    immediate = reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
-    assert immediate.backlog.released == 1 and world.models.enrollment.get("enr_wait").due_at == due
+    started = reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)
+    immediate = catch_up.finish_reconnect(world.worker(), started.task, now=now)
+    assert (
+        immediate is not None
+        and immediate.backlog.released == 1
+        and world.models.enrollment.get("enr_wait").due_at == due
+    )
 
 
 # ------------------------------------------------------------------------------ expiry, unsubscribe
@@ -927,15 +974,15 @@ def test_a_link_that_expires_unused_tells_its_creator_once(world: World) -> None
         lifetime=timedelta(days=7),
     )
     world.link("ibx_gmail")  # still valid: not reported
-    ctx = world.context()
+    worker = world.worker()  # its mail and idempotency adapters, as the reminders function has them
     incident = IncidentContext(
-        models=ctx.models,
-        mailer=ctx.mailer,
-        events=ctx.events,
-        once=ctx.once,
-        workspace_name=ctx.workspace_name,
-        admin_emails=ctx.admin_emails,
-        public_base_url=ctx.public_base_url,
+        models=worker.models,
+        mailer=worker.mailer,
+        events=worker.events,
+        once=worker.once,
+        workspace_name=worker.workspace_name,
+        admin_emails=worker.admin_emails,
+        public_base_url=world.aws.settings.public_base_url,
     )
     assert attention.notify_expired_links(incident, now=now) == 2
     assert attention.notify_expired_links(incident, now=now) == 0

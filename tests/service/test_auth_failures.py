@@ -25,7 +25,7 @@ from google.auth import exceptions as google_exceptions
 from moto.ses.models import Message
 
 from local.stack import Handler, LambdaContext, load_handler
-from sendwell.adapters.aws import SesMailer, SnsPublisher
+from sendwell.adapters.aws import SesMailer, SnsPublisher, SqsQueue
 from sendwell.adapters.once import IdempotentRunner
 from sendwell.classify import (
     classify_gmail_response,
@@ -317,6 +317,11 @@ def incident_context(aws: Deployment, **options: Any) -> IncidentContext:
     )
 
 
+def reconnect_tasks(aws: Deployment) -> SqsQueue:
+    """The reconnect queue, where the reminders function queues an unfinished reconnect again."""
+    return SqsQueue(aws.client("sqs"), aws.settings.reconnect_queue_url)
+
+
 # --------------------------------------------------------------------------------- disconnect once
 
 
@@ -586,7 +591,7 @@ def test_reminders_come_at_24_and_72_hours_then_stop(aws: Deployment) -> None:
 
     def run(at: datetime) -> list[Attention]:
         due = attention.due_for_attention(aws.models, now=at)
-        return [attention.attend(ctx, inbox_id, now=at) for inbox_id in due]
+        return [attention.attend(ctx, reconnect_tasks(aws), inbox_id, now=at) for inbox_id in due]
 
     assert run(T0 + timedelta(hours=23, minutes=59)) == []
     assert run(T0 + timedelta(hours=24)) == [Attention.REMINDED]
@@ -632,7 +637,7 @@ def test_no_reminder_after_a_reconnect(aws: Deployment) -> None:
     sent_before = len(sent_emails())
     due = attention.due_for_attention(aws.models, now=T0 + timedelta(hours=1))
     assert due == ["ibx_support"]
-    assert attention.attend(ctx, "ibx_support", now=T0 + timedelta(hours=1)) is Attention.CLEARED
+    assert attention.attend(ctx, reconnect_tasks(aws), "ibx_support", now=T0 + timedelta(hours=1)) is Attention.CLEARED
     assert attention.due_for_attention(aws.models, now=T0 + timedelta(days=10)) == []
     assert len(sent_emails()) == sent_before
 
@@ -655,7 +660,7 @@ def test_transient_failures_for_24_hours_send_one_degraded_notice(aws: Deploymen
     assert attention.due_for_attention(aws.models, now=T0 + timedelta(hours=23)) == []
     due = attention.due_for_attention(aws.models, now=T0 + timedelta(hours=24))
     assert sorted(due) == sorted([INBOX, "ibx_recovers"])
-    outcomes = {i: attention.attend(ctx, i, now=T0 + timedelta(hours=24)) for i in due}
+    outcomes = {i: attention.attend(ctx, reconnect_tasks(aws), i, now=T0 + timedelta(hours=24)) for i in due}
     assert outcomes == {INBOX: Attention.DEGRADED, "ibx_recovers": Attention.CLEARED}
     assert attention.due_for_attention(aws.models, now=T0 + timedelta(days=3)) == []
 
@@ -672,10 +677,10 @@ def test_a_degraded_check_before_the_configured_delay_waits_for_it(aws: Deployme
     seed_inbox(aws)
     ctx = incident_context(aws, degraded_after=timedelta(hours=36))
     aws.models.inbox.get(INBOX).update(actions=inbox_health.degraded_watch(aws.models.inbox, now=T0))
-    assert attention.attend(ctx, INBOX, now=T0 + timedelta(hours=24)) is Attention.RESCHEDULED
+    assert attention.attend(ctx, reconnect_tasks(aws), INBOX, now=T0 + timedelta(hours=24)) is Attention.RESCHEDULED
     assert aws.models.inbox.get(INBOX).attention_at == epoch(T0 + timedelta(hours=36))
     assert sent_emails() == []
-    assert attention.attend(ctx, INBOX, now=T0 + timedelta(hours=36)) is Attention.DEGRADED
+    assert attention.attend(ctx, reconnect_tasks(aws), INBOX, now=T0 + timedelta(hours=36)) is Attention.DEGRADED
     assert len(sent_emails()) == 1
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from sendwell.ids import shard_for
 from sendwell.models import BacklogMode, EnrollmentState, InboxStatus, new_step, new_window
+from sendwell.services import backlog
 from sendwell.services.backlog import release_backlog
 from tests.deployment import Deployment
+from tests.faults import Crash
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 DAY = 86400
@@ -79,3 +82,36 @@ def test_late_follow_ups_follow_the_campaign_policy(
     due = sorted(e.due_at for e in aws.models.enrollment.scan() if e.due_at is not None)
     assert len(due) == released and due[0] >= int(NOW.timestamp())
     assert all(later - earlier >= 120 for earlier, later in itertools.pairwise(due))
+
+
+def test_a_release_run_again_after_a_crash_paces_the_rest_after_the_slots_it_gave(
+    aws: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the second run paced the steps left from now again, over the first run's slots
+    (two steps in the same slot for an inbox whose gap is two minutes)."""
+    _world(aws, "send")
+    models = aws.models
+    inbox = models.inbox.get("ibx_back")
+    # It sent a minute before it disconnected: the first slot is a minute from now.
+    inbox.update(
+        actions=[models.inbox.reconnected_at.set(NOW), models.inbox.last_sent_at.set(NOW - timedelta(seconds=60))]
+    )
+    original = backlog.writes.update
+    calls = 0
+
+    def dies_after_the_first_slot(*args: Any, **kwargs: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Crash("the worker died mid-release")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(backlog.writes, "update", dies_after_the_first_slot)
+    with pytest.raises(Crash):
+        release_backlog(models, inbox, BacklogMode.PACED, now=NOW)
+    monkeypatch.setattr(backlog.writes, "update", original)
+    result = release_backlog(models, models.inbox.get("ibx_back"), BacklogMode.PACED, now=NOW + timedelta(seconds=30))
+    assert result.released == 3
+    due = sorted(e.due_at for e in models.enrollment.scan() if e.due_at is not None)
+    assert len(due) == 3 and all(later - earlier >= 120 for earlier, later in itertools.pairwise(due))
+    assert (result.first_slot, result.last_slot) == tuple(datetime.fromtimestamp(d, UTC) for d in (due[0], due[-1]))

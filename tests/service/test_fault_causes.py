@@ -23,7 +23,7 @@ from sendwell.ids import shard_for, step_message_id
 from sendwell.models import EnrollmentState, Inbox, InboxStatus, new_step, new_window
 from sendwell.ports.mailbox import InboundMessage
 from sendwell.ports.messages import AuthFailureReport, SendRequest
-from sendwell.services import inboxes, polling, reconnect
+from sendwell.services import inboxes, links, polling, reconnect
 from sendwell.services.auth_failures import IncidentContext, Verdict, handle_report
 from sendwell.services.dispatch import dispatch_due_steps
 from sendwell.services.polling import PollContext
@@ -429,22 +429,17 @@ def test_a_first_sign_in_whose_answer_was_lost_is_not_refused_as_a_rival(world: 
     ctx = reconnect.ReconnectContext(
         models=world.models,
         cipher=KmsCipher(world.aws.client("kms"), world.aws.settings.credentials_key_id),
-        poll=world.poll_context(),
-        mailer=_ses(world.aws),
-        events=SnsPublisher(world.aws.client("sns"), world.aws.settings.inbox_events_topic_arn),
-        once=IdempotentRunner(world.aws.settings.idempotency_table, boto3_client=world.aws.client("dynamodb")),
         authorizers={},
         login_check=_NoLoginCheck(),
-        workspace_name="Acme",
-        admin_emails=("admin@agency.example",),
         public_base_url="https://sendwell.example.test",
     )
+    link = links.create_link(world.models, inbox_id="ibx_first", created_by="admin@agency.example", now=NOW).link
 
     def the_credentials(service: str, operation: str, params: dict[str, Any]) -> bool:
         return operation == "UpdateItem" and "identity_issuer" in str(params.get("ExpressionAttributeNames"))
 
     with aws_faults() as faults, faults.failing(the_credentials, kind="lost_response", times=1):
-        reconnect._store_credentials(ctx, inbox, {"refresh_token": "1//x"}, ("accounts.google.com", "109"), NOW)
+        reconnect._store_credentials(ctx, inbox, link, {"refresh_token": "1//x"}, ("accounts.google.com", "109"), NOW)
     assert faults.injected == "dynamodb.UpdateItem"
     stored = world.models.inbox.get("ibx_first")
     assert (stored.identity_issuer, stored.identity_subject) == ("accounts.google.com", "109")

@@ -1,6 +1,7 @@
 """The fault harness: every AWS call of a handler path, failed in turn with each kind of fault.
 
-For each path (send, poll, auth failure) a fault-free run counts the AWS calls the path makes, N.
+For each path (send, poll, auth failure, reconnect, backlog release) a fault-free run counts the
+AWS calls the path makes, N.
 Then, for every k in 1..N and every fault kind (``tests.faults``), the k-th call fails, the system
 retries as AWS would (SQS redelivers a failed or crashed message, the schedule runs again), and
 the promises are checked once it has settled:
@@ -9,7 +10,9 @@ the promises are checked once it has settled:
   itself), or still pending and dispatchable;
 - no reply lost: a prospect who replied is stopped as replied, and the poll cursor has not moved
   past the reply without it;
-- a disconnect only for a permission loss, with one incident and one notice per recipient.
+- a disconnect only for a permission loss, with one incident and one notice per recipient;
+- a reconnect ends connected, with its new credentials, its backlog paced and every prospect who
+  replied meanwhile stopped, and the link's creator and the owner told once each.
 
 Each test writes its table of k x outcome to ``test-artifacts/fault-harness-<path>.json``.
 The providers are in memory (``MemoryMailbox``): the faults here are AWS's; the providers' own
@@ -27,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -87,6 +91,10 @@ class Harness:
         context = getattr(parts, "context", None)
         if hasattr(context, "mailboxes") and context.mailboxes is not self.mailboxes:
             context = dataclasses.replace(context, mailboxes=self.mailboxes)
+            module.PARTS = dataclasses.replace(parts, context=context)
+        poll = getattr(context, "poll", None)  # the reconnect worker's catch-up poll
+        if poll is not None and poll.mailboxes is not self.mailboxes:
+            context = dataclasses.replace(context, poll=dataclasses.replace(poll, mailboxes=self.mailboxes))
             module.PARTS = dataclasses.replace(parts, context=context)
         # The handler and its sibling modules (the reconnect routes) read the clock.
         folder = Path(module.__file__ or "").parent
@@ -194,15 +202,20 @@ def run_every_fault(harness: Harness, path_name: str, scenario: Callable[[int | 
 # Send: dispatch, the send queue, the send function
 
 
-def deliver_send_queue(harness: Harness, *, fail_at: int | None, kind: str) -> None:
-    """One delivery of what the send queue holds, as the event source mapping would make it."""
+def deliver_queue(
+    harness: Harness, queue: str, function: str, *, fail_at: int | None, kind: str, max_messages: int = 10
+) -> int:
+    """One delivery of what the queue holds, as the event source mapping would make it; how many
+    messages it delivered."""
     aws = harness.aws
     sqs = aws.client("sqs")
-    url = aws.stack.refs["SendQueue"]
-    arn = aws.stack.attributes[("SendQueue", "Arn")]
-    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+    url = aws.stack.refs[queue]
+    arn = aws.stack.attributes[(queue, "Arn")]
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=max_messages, AttributeNames=["All"]).get(
+        "Messages", []
+    )
     if not received:
-        return
+        return 0
     records = [
         {
             "messageId": m["MessageId"],
@@ -217,7 +230,7 @@ def deliver_send_queue(harness: Harness, *, fail_at: int | None, kind: str) -> N
         }
         for m in received
     ]
-    result = harness.invoke("SendFunction", {"Records": records}, fail_at=fail_at, kind=kind)
+    result = harness.invoke(function, {"Records": records}, fail_at=fail_at, kind=kind)
     if result is None:  # the invocation failed: the whole batch comes back
         failed = {record["messageId"] for record in records}
     else:
@@ -228,6 +241,11 @@ def deliver_send_queue(harness: Harness, *, fail_at: int | None, kind: str) -> N
             sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
         else:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return len(received)
+
+
+def deliver_send_queue(harness: Harness, *, fail_at: int | None, kind: str) -> None:
+    deliver_queue(harness, "SendQueue", "SendFunction", fail_at=fail_at, kind=kind)
 
 
 def send_scenario(harness: Harness, inbox: Inbox) -> Callable[[int | None, str], str]:
@@ -390,14 +408,20 @@ class AcceptingLoginCheck:
         return []
 
 
-def reconnect_scenario(harness: Harness) -> Callable[[int | None, str], str]:
-    models = harness.aws.models
-    routes = [r for r in http_routes(TEMPLATE) if r.function == "ReconnectApiFunction"]
+class Owner:
+    """The owner of a disconnected custom inbox: opens the link and types the new password, and
+    tries again, as people do, when a page fails."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.routes = [r for r in http_routes(TEMPLATE) if r.function == "ReconnectApiFunction"]
 
     def request(
-        method: str, path: str, cookie: str | None, form: dict[str, str], fail_at: int | None, kind: str
+        self, method: str, path: str, cookie: str | None, form: dict[str, str], fail_at: int | None, kind: str
     ) -> Any:
-        route, params = next((r, m.groupdict()) for r in routes if r.method == method and (m := r.pattern.match(path)))
+        route, params = next(
+            (r, m.groupdict()) for r in self.routes if r.method == method and (m := r.pattern.match(path))
+        )
         headers = {"host": "sendwell.example.test"}
         if cookie:
             headers["cookie"] = f"__Host-sendwell-session={cookie}"
@@ -405,49 +429,98 @@ def reconnect_scenario(harness: Harness) -> Callable[[int | None, str], str]:
         if body:
             headers["content-type"] = "application/x-www-form-urlencoded"
         event = http_event(route, method, path, headers, body, params, headers["host"])
-        return harness.invoke("ReconnectApiFunction", event, fail_at=fail_at, kind=kind)
+        return self.harness.invoke("ReconnectApiFunction", event, fail_at=fail_at, kind=kind)
 
-    def run(fail_at: int | None, kind: str) -> str:
-        inbox = harness.add_inbox(
-            status=InboxStatus.DISCONNECTED,
-            status_reason="the password was changed",
-            failed_at=harness.now - timedelta(hours=1),
-            incident_id=harness.next_id("inc"),
-        )
-        enrollment_id = harness.enroll(inbox)  # its first step waits for the reconnect
-        forget_sent_emails()
-        token = links.create_link(models, inbox_id=inbox.inbox_id, created_by=ADMIN, now=harness.now).token
+    def reconnect(self, token: str, fail_at: int | None, kind: str) -> bool:
+        """Whether the owner saw the success page (which answers before the worker finishes)."""
         cookie: str | None = None
-        connected = False
-        for _ in range(4):  # the owner tries again, as people do, when a page fails
+        for _ in range(4):
             if cookie is None:
-                opened = request("GET", f"/r/{token}", None, {}, fail_at, kind)
+                opened = self.request("GET", f"/r/{token}", None, {}, fail_at, kind)
                 cookies = (opened or {}).get("cookies") or []
                 cookie = cookies[0].split(";", 1)[0].split("=", 1)[1] if cookies else None
                 if cookie is None:
                     continue
-            landing = request("GET", "/connect", cookie, {}, fail_at, kind)
+            landing = self.request("GET", "/connect", cookie, {}, fail_at, kind)
             if landing is not None and landing["statusCode"] == 200 and "is connected" in landing["body"]:
-                connected = True  # the last try got through before its page failed: done already
-                break
+                return True  # the last try got through before its page failed: done already
             found = re.search(r'name="csrf_token" value="([^"]+)"', (landing or {}).get("body") or "")
             if found is None:
                 continue
             form = {"csrf_token": found[1], "password": "the new password"}
-            done = request("POST", "/connect/password", cookie, form, fail_at, kind)
-            if done is not None and done["statusCode"] == 200 and "is connected" in done["body"]:
-                connected = True
-                break
-        stored = models.inbox.get(inbox.inbox_id, consistent_read=True)
+            done = self.request("POST", "/connect/password", cookie, form, fail_at, kind)
+            if done is not None and done["statusCode"] == 200 and "What happens next" in done["body"]:
+                return True
+        return False
+
+
+def settle_reconnect(harness: Harness, inbox_id: str, *, fail_at: int | None, kind: str) -> None:
+    """Let the reconnect worker finish, as AWS would: SQS delivers its task (again after a failure),
+    and a task that was never queued is queued again by the reminders function's next run."""
+    models = harness.aws.models
+    for _ in range(12):
+        if deliver_queue(harness, "ReconnectQueue", "ReconnectWorkerFunction", fail_at=fail_at, kind=kind):
+            harness.now += timedelta(seconds=30)
+            continue
+        if models.inbox.get(inbox_id, consistent_read=True).reconnect_link is None:
+            return
+        harness.now += timedelta(minutes=16)  # the reminders function runs every 15 minutes
+        harness.invoke("RemindersFunction", {}, fail_at=fail_at, kind=kind)
+
+
+def told_about(inbox: Inbox) -> dict[str, int]:
+    """The reconnect notices about this inbox, per recipient (the link's creator and the owner)."""
+    return {
+        address: sum(1 for email in emails_to(address) if inbox.address in email.subject)
+        for address in (ADMIN, inbox.owner_email)
+    }
+
+
+def disconnected_inbox(harness: Harness) -> Inbox:
+    return harness.add_inbox(
+        status=InboxStatus.DISCONNECTED,
+        status_reason="the password was changed",
+        failed_at=harness.now - timedelta(hours=1),
+        incident_id=harness.next_id("inc"),
+    )
+
+
+def finished(harness: Harness, inbox: Inbox, where: str, kind: str) -> tuple[Inbox, str]:
+    """The inbox once its reconnect settled: connected, with the new password, nothing left to do,
+    and whether each person was told once."""
+    stored = harness.aws.models.inbox.get(inbox.inbox_id, consistent_read=True)
+    assert stored.status == InboxStatus.CONNECTED, f"{stored.status} ({where})"
+    assert stored.reconnect_link is None, f"the reconnect was never finished ({where})"
+    assert harness.mailboxes.store.load(stored) == {"password": "the new password"}, where
+    told = told_about(inbox)
+    assert all(count >= 1 for count in told.values()), f"a notice is missing: {told} ({where})"
+    if all(count == 1 for count in told.values()):
+        return stored, "told once"
+    # As on the auth-failure path: the function died after SES took the email and before its
+    # idempotency record was completed; that one notice repeats once, never more.
+    repeated = [address for address, count in told.items() if count > 1]
+    assert kind == "crash" and len(repeated) == 1 and told[repeated[0]] == 2, f"{told} ({where})"
+    return stored, "one notice repeated after a crash"
+
+
+def reconnect_scenario(harness: Harness) -> Callable[[int | None, str], str]:
+    """The owner's requests, the worker and the reminders function, all under the fault."""
+    models = harness.aws.models
+    owner = Owner(harness)
+
+    def run(fail_at: int | None, kind: str) -> str:
+        inbox = disconnected_inbox(harness)
+        enrollment_id = harness.enroll(inbox)  # its first step waits for the reconnect
+        forget_sent_emails()
+        token = links.create_link(models, inbox_id=inbox.inbox_id, created_by=ADMIN, now=harness.now).token
+        saw_success = owner.reconnect(token, fail_at, kind)
+        settle_reconnect(harness, inbox.inbox_id, fail_at=fail_at, kind=kind)
         where = f"k={fail_at} {kind} {harness.faults.injected}"
-        assert connected, f"the owner never saw success ({where}); the inbox is {stored.status}"
-        assert stored.status == InboxStatus.CONNECTED, where
-        assert harness.mailboxes.store.load(stored) == {"password": "the new password"}, where
+        assert saw_success, f"the owner never saw success ({where})"
+        stored, told = finished(harness, inbox, where, kind)
         enrollment = models.enrollment.get(enrollment_id, consistent_read=True)
         assert enrollment.state == EnrollmentState.ACTIVE and enrollment.due_at is not None, f"step lost ({where})"
-        told = {address: len(emails_to(address)) for address in (ADMIN, inbox.owner_email)}
-        assert all(count <= 1 for count in told.values()), f"a notice went twice: {told} ({where})"
-        outcome = "connected, told once" if all(told.values()) else "connected, a notice not sent"
+        outcome = f"connected, {told}"
         stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()])
         models.enrollment.get(enrollment_id).delete()
         if fail_at is not None and harness.faults.injected is None:
@@ -458,20 +531,113 @@ def reconnect_scenario(harness: Harness) -> Callable[[int | None, str], str]:
 
 
 def test_reconnect_path_survives_every_fault_at_every_call(harness: Harness) -> None:
+    accept_new_passwords(harness)
+    run_every_fault(harness, "reconnect", reconnect_scenario(harness))
+
+
+# ---------------------------------------------------------------------------------------------
+# Backlog release: the worker's catch-up stops a prospect who replied, then paces the rest
+
+
+def backlog_scenario(harness: Harness) -> Callable[[int | None, str], str]:
+    """The owner reconnects without a fault; the worker (and the reminders function) run under it."""
+    models = harness.aws.models
+    owner = Owner(harness)
+
+    def run(fail_at: int | None, kind: str) -> str:
+        inbox = disconnected_inbox(harness)
+        waiting = [harness.enroll(inbox, due=harness.now - timedelta(minutes=50 - m)) for m in range(4)]
+        replied = harness.enroll(inbox, step_index=1, due=harness.now - timedelta(minutes=30))
+        prospect = f"{replied}@prospect.example"
+        box = harness.mailboxes.boxes[inbox.inbox_id]
+        box.incoming.append(reply_to(inbox.address, prospect, step_message_id(replied, 0, inbox.address)))
+        forget_sent_emails()
+        token = links.create_link(models, inbox_id=inbox.inbox_id, created_by=ADMIN, now=harness.now).token
+        assert owner.reconnect(token, None, "")
+        harness.faults.reset()  # the path under test starts here: k counts the worker's calls
+        settle_reconnect(harness, inbox.inbox_id, fail_at=fail_at, kind=kind)
+        where = f"k={fail_at} {kind} {harness.faults.injected}"
+        stored, told = finished(harness, inbox, where, kind)
+        assert models.enrollment.get(replied, consistent_read=True).state == EnrollmentState.REPLIED, (
+            f"a prospect who replied meanwhile was not stopped ({where})"
+        )
+        pending = [models.enrollment.get(e, consistent_read=True) for e in waiting]
+        assert all(e.state == EnrollmentState.ACTIVE and e.due_at is not None for e in pending), f"lost ({where})"
+        if stored.paused:
+            outcome = f"connected, held, {told}"
+        else:
+            slots = sorted(int(e.due_at or 0) for e in pending)
+            gaps = [later - earlier for earlier, later in pairwise(slots)]
+            assert all(gap >= int(stored.min_gap_seconds) for gap in gaps), f"not paced: {slots} ({where})"
+            outcome = f"connected, paced, {told}"
+        stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()])
+        for enrollment_id in (*waiting, replied):
+            models.enrollment.get(enrollment_id).delete()
+        if fail_at is not None and harness.faults.injected is None:
+            outcome = "no fault reached"
+        return outcome if fail_at is not None or outcome != "connected, paced, told once" else "clean"
+
+    return run
+
+
+def test_backlog_release_path_survives_every_fault_at_every_call(harness: Harness) -> None:
+    accept_new_passwords(harness)
+    run_every_fault(harness, "backlog-release", backlog_scenario(harness))
+
+
+def test_a_reconnect_whose_task_was_lost_is_queued_again_by_the_reminders_and_finished(harness: Harness) -> None:
+    """Cause 6. Before: the catch-up ran inside the owner's request, and a timeout there left the
+    inbox ``reconnecting`` for good (reminders cleared it, dispatch skipped it). Now the request
+    only stores the sign-in; here SQS refuses its task, and the reminders function queues it again."""
+    accept_new_passwords(harness)
+    models = harness.aws.models
+    inbox = disconnected_inbox(harness)
+    replied = harness.enroll(inbox, step_index=1, due=harness.now - timedelta(minutes=30))
+    box = harness.mailboxes.boxes[inbox.inbox_id]
+    box.incoming.append(
+        reply_to(inbox.address, f"{replied}@prospect.example", step_message_id(replied, 0, inbox.address))
+    )
+    forget_sent_emails()
+    token = links.create_link(models, inbox_id=inbox.inbox_id, created_by=ADMIN, now=harness.now).token
+
+    def the_task(service: str, operation: str, params: dict[str, Any]) -> bool:
+        return operation == "SendMessageBatch" and params["QueueUrl"] == harness.aws.stack.refs["ReconnectQueue"]
+
+    with harness.faults.failing(the_task, kind="5xx"):
+        assert Owner(harness).reconnect(token, None, "")  # the page answers: the sign-in is stored
+    stored = models.inbox.get(inbox.inbox_id, consistent_read=True)
+    assert stored.status == InboxStatus.RECONNECTING and stored.reconnect_link
+    assert harness.aws.drain(harness.aws.stack.refs["ReconnectQueue"]) == []
+    # Nothing goes out of a reconnecting inbox: the prospect's reply is not read yet.
+    harness.invoke("DispatchFunction", {}, fail_at=None, kind="")
+    assert harness.aws.drain(harness.aws.stack.refs["SendQueue"]) == []
+    assert models.enrollment.get(replied).state == EnrollmentState.ACTIVE
+
+    harness.now += timedelta(minutes=10)  # within the grace: the worker may still be at it
+    assert "requeued" not in harness.invoke("RemindersFunction", {}, fail_at=None, kind="")
+    harness.now += timedelta(minutes=6)
+    assert harness.invoke("RemindersFunction", {}, fail_at=None, kind="")["requeued"] == 1
+    assert deliver_queue(harness, "ReconnectQueue", "ReconnectWorkerFunction", fail_at=None, kind="") == 1
+
+    stored, told = finished(harness, inbox, "requeued", "")
+    assert told == "told once" and not stored.paused
+    assert models.enrollment.get(replied).state == EnrollmentState.REPLIED
+    # The next run clears the watch: the reconnect is done.
+    harness.now += timedelta(minutes=16)
+    assert "requeued" not in harness.invoke("RemindersFunction", {}, fail_at=None, kind="")
+    assert models.inbox.get(inbox.inbox_id).attention_at is None
+    stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()])
+
+
+def accept_new_passwords(harness: Harness) -> None:
     handler = harness.aws.handler("ReconnectApiFunction")
     module = sys.modules[handler.__module__]
-    context = module.PARTS.context
-    context = dataclasses.replace(
-        context,
-        login_check=AcceptingLoginCheck(),
-        poll=dataclasses.replace(context.poll, mailboxes=harness.mailboxes),
-    )
+    context = dataclasses.replace(module.PARTS.context, login_check=AcceptingLoginCheck())
     module.PARTS = dataclasses.replace(module.PARTS, context=context)
     module.CONTEXT = context
-    run_every_fault(harness, "reconnect", reconnect_scenario(harness))
 
 
 def test_the_template_queues_redrive_after_five_receives() -> None:
     """The harness's MAX_RECEIVES is the template's."""
-    for queue in ("SendQueue", "AuthFailureQueue"):
+    for queue in ("SendQueue", "AuthFailureQueue", "ReconnectQueue"):
         assert TEMPLATE["Resources"][queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == MAX_RECEIVES

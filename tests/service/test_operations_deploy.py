@@ -177,7 +177,8 @@ def test_the_transformed_template_deploys_into_moto(monkeypatch: pytest.MonkeyPa
             layers = [translated["Resources"][layer["Ref"]]["Type"] for layer in given["Layers"]]
             assert layers == ["AWS::Lambda::LayerVersion"] * 2
         logs = session.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
-        assert len(logs) == 7 and {g["retentionInDays"] for g in logs} == {30}
+        functions = resources_of_type(TEMPLATE, "AWS::Serverless::Function")
+        assert len(logs) == len(functions) == 8 and {g["retentionInDays"] for g in logs} == {30}
         dead_letter = session.client("sqs").get_queue_attributes(
             QueueUrl=outputs["SendQueueUrl"], AttributeNames=["RedrivePolicy"]
         )["Attributes"]["RedrivePolicy"]

@@ -201,7 +201,11 @@ def test_the_dashboard_shows_every_alarm_function_and_queue() -> None:
     lines = dashboard_metrics()
     for function in resources_of_type(TEMPLATE, "AWS::Serverless::Function"):
         assert {("AWS/Lambda", "Errors", function), ("AWS/Lambda", "Throttles", function)} <= lines
-    assert dead_letter_queues(TEMPLATE) == {"SendDeadLetterQueue", "AuthFailureDeadLetterQueue"}
+    assert dead_letter_queues(TEMPLATE) == {
+        "SendDeadLetterQueue",
+        "AuthFailureDeadLetterQueue",
+        "ReconnectDeadLetterQueue",
+    }
     for queue in dead_letter_queues(TEMPLATE):
         assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", f"{queue}.QueueName") in lines
     assert {("AWS/ApiGateway", "5xx", "HttpApi"), ("AWS/ApiGateway", "Latency", "HttpApi")} <= lines

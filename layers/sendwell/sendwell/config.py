@@ -127,6 +127,13 @@ class AuthFailureQueueSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReconnectQueueSettings:
+    reconnect_queue_url: str
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"reconnect_queue_url": "SENDWELL_RECONNECT_QUEUE_URL"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class EventsSettings:
     inbox_events_topic_arn: str
 
@@ -244,12 +251,22 @@ class PollSettings(
 
 @dataclass(frozen=True, kw_only=True)
 class IncidentSettings(CoreSettings, EventsSettings, IdempotencySettings, NoticeSettings, PublicUrlSettings):
-    """The auth-failure handler and the reminders function: incidents and their notices."""
+    """The auth-failure handler: incidents and their notices."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReconnectSettings(PollSettings, IncidentSettings):
-    """The public reconnect API: sign-in, the catch-up poll, and the notices of a reconnect."""
+class RemindersSettings(IncidentSettings, ReconnectQueueSettings):
+    """The reminders function: incidents' reminders, and reconnects left unfinished queued again."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconnectSettings(CoreSettings, CredentialsSettings, ProviderSettings, PublicUrlSettings, ReconnectQueueSettings):
+    """The public reconnect API: the sign-in, and the task that has the worker finish a reconnect."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconnectWorkerSettings(PollSettings, IncidentSettings):
+    """The reconnect worker: the catch-up poll, the backlog release, the notices of a reconnect."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,7 +275,9 @@ class AdminSettings(CoreSettings, PublicUrlSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings(ReconnectSettings, SendQueueSettings, SendDeadLetterSettings):
+class Settings(
+    ReconnectWorkerSettings, ReconnectSettings, RemindersSettings, SendQueueSettings, SendDeadLetterSettings
+):
     """Every part: the whole deployment, for the local stack, the CLI, tests and benchmarks."""
 
     @classmethod

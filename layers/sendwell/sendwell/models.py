@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
+    JSONAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -174,6 +175,12 @@ class Inbox(Model):
     failed_at = UTCDateTimeAttribute(null=True)  # first failure of the current incident
     incident_id = UnicodeAttribute(null=True)  # one per disconnect; keys its notices (sent once each)
     reconnected_at = UTCDateTimeAttribute(null=True)
+    # A reconnect the worker has still to finish (catch-up, backlog release, notices): the token
+    # hash of the link used, set with the new credentials; the attention pass re-queues it if it
+    # waits too long. ``reconnect_outcome`` is what its catch-up and release did, stored with the
+    # move to connected, so notices sent on a retry say the same.
+    reconnect_link = UnicodeAttribute(null=True)
+    reconnect_outcome = JSONAttribute(null=True)
 
     # Who the mailbox is: Google iss+sub, Microsoft tid+oid; recorded at the first sign-in.
     identity_issuer = UnicodeAttribute(null=True)
@@ -271,6 +278,9 @@ class Enrollment(Model):
     # Sparse due index: present only while a step waits to be sent.
     due_shard = UnicodeAttribute(null=True)
     due_at = NumberAttribute(null=True)
+    # The reconnect (its inbox's ``reconnected_at``, epoch) whose backlog release gave ``due_at``:
+    # a release run again after a fault paces the rest after these slots, not over them.
+    paced_for = NumberAttribute(null=True)
     # Threading of follow-ups. Our Message-IDs are derived from enrollment id and step (see
     # sendwell.ids.step_message_id), so References need no stored list.
     thread_id = UnicodeAttribute(null=True)  # provider thread id (Gmail threadId, Graph conversationId)

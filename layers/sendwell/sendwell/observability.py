@@ -69,6 +69,7 @@ class Metric(enum.StrEnum):
     # the inbox lifecycle
     INBOXES_DISCONNECTED = "InboxesDisconnected"
     INBOXES_RECONNECTED = "InboxesReconnected"
+    RECONNECTS_REQUEUED = "ReconnectsRequeued"  # unfinished after the grace: the task is queued again
     DEGRADED_NOTICES = "DegradedNotices"  # inboxes reported degraded (long transient failures)
     REMINDERS_SENT = "RemindersSent"
 

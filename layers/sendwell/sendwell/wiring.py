@@ -22,7 +22,15 @@ from aws_lambda_powertools.utilities.parameters import get_parameter
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 
-from sendwell.adapters.aws import CachingCipher, KmsCipher, SesMailer, SnsPublisher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.aws import (
+    CachingCipher,
+    KmsCipher,
+    QueueDeliveryError,
+    SesMailer,
+    SnsPublisher,
+    SqsAuthFailureReporter,
+    SqsQueue,
+)
 from sendwell.adapters.http import http_session
 from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
 from sendwell.adapters.oauth import GoogleAuthorizer, LiveLoginCheck, MicrosoftAuthorizer
@@ -36,6 +44,8 @@ from sendwell.config import (
     NoticeSettings,
     PollSettings,
     ReconnectSettings,
+    ReconnectWorkerSettings,
+    RemindersSettings,
     SendSettings,
     load,
 )
@@ -45,6 +55,7 @@ from sendwell.observability import CountingMailer, install_redaction
 from sendwell.ports.platform import Cipher
 from sendwell.ports.signin import Authorizer
 from sendwell.services.auth_failures import IncidentContext
+from sendwell.services.catch_up import CatchUpContext
 from sendwell.services.polling import PollContext
 from sendwell.services.reconnect import ReconnectContext
 from sendwell.services.sending import SendContext
@@ -55,11 +66,12 @@ install_redaction(logger)
 tracer = Tracer()
 metrics = Metrics()
 
-# What a notice can fail with (SES, SNS, DynamoDB, the idempotency table, a write that kept
-# failing): the notice is retried later. Anything else is a bug.
+# What a notice or a queued task can fail with (SES, SNS, SQS, DynamoDB, the idempotency table, a
+# write that kept failing): it is retried later. Anything else is a bug.
 NOTICE_FAILURES: tuple[type[Exception], ...] = (
     BotoCoreError,
     ClientError,
+    QueueDeliveryError,
     PynamoDBConnectionError,
     WriteNotDone,
     IdempotencyAlreadyInProgressError,
@@ -180,7 +192,7 @@ def poll(env: Mapping[str, str]) -> Poll:
 
 @dataclass(frozen=True, slots=True)
 class Incidents:
-    """The auth-failure handler's and the reminders function's parts."""
+    """The auth-failure handler's parts."""
 
     context: IncidentContext
     once: IdempotentRunner
@@ -193,32 +205,66 @@ def incidents(env: Mapping[str, str]) -> Incidents:
 
 
 @dataclass(frozen=True, slots=True)
+class Reminders:
+    context: IncidentContext
+    once: IdempotentRunner
+    reconnect_tasks: SqsQueue  # a reconnect left unfinished is queued again
+
+
+def reminders(env: Mapping[str, str]) -> Reminders:
+    settings = load(RemindersSettings, env, read_parameter=get_parameter)
+    aws, once = _Aws(settings.region), IdempotentRunner(settings.idempotency_table)
+    return Reminders(
+        context=_incident_context(aws, settings, _models(settings), once),
+        once=once,
+        reconnect_tasks=SqsQueue(aws.client("sqs"), settings.reconnect_queue_url),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Reconnect:
     settings: ReconnectSettings
     context: ReconnectContext
-    once: IdempotentRunner
+    reconnect_tasks: SqsQueue  # the worker finishes each reconnect
 
 
 def reconnect(env: Mapping[str, str]) -> Reconnect:
     settings = load(ReconnectSettings, env, read_parameter=get_parameter)
+    aws = _Aws(settings.region)
+    context = ReconnectContext(
+        models=_models(settings),
+        cipher=KmsCipher(aws.client("kms"), settings.credentials_key_id),
+        authorizers=_authorizers(settings),
+        login_check=LiveLoginCheck(),
+        public_base_url=settings.public_base_url,
+    )
+    return Reconnect(
+        settings=settings, context=context, reconnect_tasks=SqsQueue(aws.client("sqs"), settings.reconnect_queue_url)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectWorker:
+    context: CatchUpContext
+    once: IdempotentRunner
+
+
+def reconnect_worker(env: Mapping[str, str]) -> ReconnectWorker:
+    settings = load(ReconnectWorkerSettings, env, read_parameter=get_parameter)
     aws, models = _Aws(settings.region), _models(settings)
     once = IdempotentRunner(settings.idempotency_table)
-    cipher = KmsCipher(aws.client("kms"), settings.credentials_key_id)
+    cipher = CachingCipher(KmsCipher(aws.client("kms"), settings.credentials_key_id))
     incident = _incident_context(aws, settings, models, once)
-    context = ReconnectContext(
+    context = CatchUpContext(
         models=models,
-        cipher=cipher,
         poll=_poll_context(aws, settings, models, cipher, once),
         mailer=incident.mailer,
         events=incident.events,
         once=once,
-        authorizers=_authorizers(settings),
-        login_check=LiveLoginCheck(),
         workspace_name=settings.workspace_name,
         admin_emails=settings.admin_emails,
-        public_base_url=settings.public_base_url,
     )
-    return Reconnect(settings=settings, context=context, once=once)
+    return ReconnectWorker(context=context, once=once)
 
 
 def _authorizers(settings: ReconnectSettings) -> dict[str, Authorizer]:

@@ -108,3 +108,31 @@ class AuthFailureReport:
         data = json.loads(body)
         text = {name: str(data[name]) for name in cls.__dataclass_fields__ if name != "credentials_version"}
         return cls(**text, credentials_version=int(data.get("credentials_version", -1)))
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectTask:
+    """The body of one reconnect-queue message: finish the reconnect made with this link.
+
+    The owner's page answers as soon as the new credentials are stored; the catch-up poll, the
+    backlog release and the notices run in the reconnect worker, from what the inbox records
+    (``Inbox.reconnect_link``), so a task delivered twice, late or after a newer reconnect is
+    harmless.
+    """
+
+    inbox_id: str
+    link_hash: str  # the token hash of the link the owner used (the link table's key)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, body: str) -> ReconnectTask:
+        try:
+            data = json.loads(body)
+            return cls(inbox_id=str(data["inbox_id"]), link_hash=str(data["link_hash"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise MalformedMessage(f"not a reconnect task: {type(error).__name__}") from error
+
+    def to_message(self) -> QueuedMessage:
+        return QueuedMessage(body=self.to_json())

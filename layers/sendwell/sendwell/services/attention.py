@@ -1,5 +1,6 @@
-"""What the scheduled reminders function attends to: reminders while an inbox stays disconnected,
-one "degraded" notice when it has failed with transient errors for long, and expired links.
+"""What the scheduled reminders function attends to: a reconnect left unfinished (its task is
+queued again), reminders while an inbox stays disconnected, one "degraded" notice when it has
+failed with transient errors for long, and expired links.
 
 Each inbox is looked at on its own, from its stored state: a notice goes out once per incident,
 reminder and recipient (``Once``), and the inbox is advanced only after it went out.
@@ -19,13 +20,15 @@ from pynamodb.expressions.update import Action
 from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.models import Inbox, InboxStatus, LinkState, Models
-from sendwell.ports.platform import NoticeContext
+from sendwell.ports.messages import ReconnectTask
+from sendwell.ports.platform import MessageQueue, NoticeContext
 from sendwell.services import activity, notices
 from sendwell.services.auth_failures import IncidentContext, notify_incident
-from sendwell.services.inbox_health import ATTENTION_SHARDS
+from sendwell.services.inbox_health import ATTENTION_SHARDS, reconnect_watch
 
 
 class Attention(enum.StrEnum):
+    REQUEUED = "requeued"  # a reconnect still unfinished: its task is queued again
     REMINDED = "reminded"
     DEGRADED = "degraded"
     RESCHEDULED = "rescheduled"  # looked at too early: due again later
@@ -35,6 +38,7 @@ class Attention(enum.StrEnum):
 
 def attend_all(
     ctx: IncidentContext,
+    reconnect_tasks: MessageQueue,
     *,
     now: datetime,
     retry_next_run: tuple[type[Exception], ...],
@@ -49,7 +53,7 @@ def attend_all(
     outcomes: Counter[str] = Counter()
     for inbox_id in due_for_attention(ctx.models, now=now):
         try:
-            outcome = attend(ctx, inbox_id, now=now)
+            outcome = attend(ctx, reconnect_tasks, inbox_id, now=now)
         except retry_next_run as error:
             on_failure("notice not sent", inbox_id, error)
             outcomes["failed"] += 1
@@ -74,19 +78,33 @@ def due_for_attention(models: Models, *, now: datetime, limit: int = 200) -> lis
     ]
 
 
-def attend(ctx: IncidentContext, inbox_id: str, *, now: datetime) -> Attention:
-    """Send what is due for one inbox. Status is read again here: a reconnect stops reminders."""
+def attend(ctx: IncidentContext, reconnect_tasks: MessageQueue, inbox_id: str, *, now: datetime) -> Attention:
+    """Do what is due for one inbox. Status is read again here: a reconnect stops reminders."""
     try:
         inbox = ctx.models.inbox.get(inbox_id, consistent_read=True)
     except DoesNotExist:
         return Attention.SKIPPED
     if inbox.attention_at is None or inbox.attention_at > epoch(now):
         return Attention.SKIPPED
+    if inbox.reconnect_link and inbox.status in (InboxStatus.RECONNECTING, InboxStatus.CONNECTED):
+        return _requeue_reconnect(ctx, reconnect_tasks, inbox, now)
     if inbox.status == InboxStatus.DISCONNECTED and inbox.incident_id:
         return _remind(ctx, inbox, now)
     if inbox.status == InboxStatus.CONNECTED and inbox.transient_since is not None and not inbox.degraded_notified:
         return _report_degraded(ctx, inbox, inbox.transient_since, now)
     return _clear_attention(ctx, inbox)
+
+
+def _requeue_reconnect(ctx: IncidentContext, tasks: MessageQueue, inbox: Inbox, now: datetime) -> Attention:
+    """The reconnect worker has not finished this reconnect in time: its task was lost, or keeps
+    failing into the dead-letter queue. Queue it again, and look again after another grace."""
+    table = ctx.models.inbox
+    # Queued before the watch moves on: a failure here leaves it due, and the next run tries again.
+    tasks.send_batch([ReconnectTask(inbox_id=inbox.inbox_id, link_hash=inbox.reconnect_link or "").to_message()])
+    seen = (table.attention_at == inbox.attention_at) & (table.reconnect_link == inbox.reconnect_link)
+    if not writes.update(inbox, actions=reconnect_watch(table, now=now), condition=seen):
+        return Attention.SKIPPED  # finished, or watched again, meanwhile
+    return Attention.REQUEUED
 
 
 def _remind(ctx: IncidentContext, inbox: Inbox, now: datetime) -> Attention:

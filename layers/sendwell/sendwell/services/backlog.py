@@ -2,14 +2,16 @@
 
 Follow-ups that became too late while the inbox was down are skipped or held first, as the
 campaign's ``late_policy`` says. Every re-timing is a conditional write on the step it saw, so a
-step sent, stopped or re-timed meanwhile keeps its own state.
+step sent, stopped or re-timed meanwhile keeps its own state. Each paced step records the reconnect
+it was paced for (``paced_for``): a release run again after a fault keeps those slots and paces
+the rest after them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sendwell import writes
@@ -63,7 +65,12 @@ def release_backlog(models: Models, inbox: Inbox, mode: BacklogMode, *, now: dat
     campaigns: dict[str, Campaign | None] = {}
     late = Counter[str]()
     due_now: list[tuple[Enrollment, Campaign]] = []
+    release = epoch(inbox.reconnected_at or now)
+    paced_before: list[datetime] = []  # slots an earlier run of this same release gave
     for enrollment in _pending_enrollments(models, inbox.inbox_id):
+        if enrollment.paced_for == release and (enrollment.due_at or 0) > epoch(now):
+            paced_before.append(datetime.fromtimestamp(int(enrollment.due_at or 0), UTC))
+            continue
         if enrollment.campaign_id not in campaigns:
             campaigns[enrollment.campaign_id] = find_campaign(models, enrollment.campaign_id)
         campaign = campaigns[enrollment.campaign_id]
@@ -78,7 +85,7 @@ def release_backlog(models: Models, inbox: Inbox, mode: BacklogMode, *, now: dat
             due_now.append((enrollment, campaign))
     if mode is BacklogMode.IMMEDIATE:
         return BacklogRelease(mode, released=len(due_now), late_skipped=late["skipped"], late_held=late["held"])
-    slots = _pace(models, inbox, due_now, now)
+    slots = paced_before + _pace(models, inbox, due_now, now, release=release, taken=sorted(paced_before))
     return BacklogRelease(
         mode,
         released=len(slots),
@@ -89,10 +96,21 @@ def release_backlog(models: Models, inbox: Inbox, mode: BacklogMode, *, now: dat
     )
 
 
-def _pace(models: Models, inbox: Inbox, due_now: list[tuple[Enrollment, Campaign]], now: datetime) -> list[datetime]:
-    """Give each due step its send slot; steps of campaigns with another window queue after, in turn."""
+def _pace(
+    models: Models,
+    inbox: Inbox,
+    due_now: list[tuple[Enrollment, Campaign]],
+    now: datetime,
+    *,
+    release: int,
+    taken: list[datetime],
+) -> list[datetime]:
+    """Give each due step its send slot, after the ``taken`` ones; steps of campaigns with another
+    window queue after, in turn."""
     limits = limits_of(inbox)
     usage: InboxUsage = usage_of(inbox, now)
+    for slot in taken:
+        usage = record_send(usage, slot, limits.tz)
     groups: dict[SendingWindow, list[Enrollment]] = {}
     for enrollment, campaign in sorted(due_now, key=lambda pair: (pair[0].due_at or 0, pair[0].enrollment_id)):
         groups.setdefault(campaign_window(campaign), []).append(enrollment)
@@ -104,7 +122,7 @@ def _pace(models: Models, inbox: Inbox, due_now: list[tuple[Enrollment, Campaign
         for enrollment, slot in zip(group, group_slots, strict=True):
             if not writes.update(
                 enrollment,
-                actions=[table.due_at.set(epoch(slot))],
+                actions=[table.due_at.set(epoch(slot)), table.paced_for.set(release)],
                 condition=(table.step_index == enrollment.step_index)
                 & (table.due_at == enrollment.due_at)
                 & (table.state == EnrollmentState.ACTIVE.value),

@@ -1,5 +1,5 @@
-"""An inbox's health while it stays connected: the watch that a long spell of transient failures
-starts, so the reminders function can tell the admins it is "degraded" (see ``attention``).
+"""The watches the reminders function keeps on an inbox (see ``attention``): a long spell of
+transient failures while it stays connected ("degraded"), and a reconnect still unfinished.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ DEGRADED_AFTER = timedelta(hours=24)
 REPLIES_CURRENT_INTERVALS = 2
 # The attention index is spread over partitions like the poll index.
 ATTENTION_SHARDS = POLL_SHARDS
+# The reconnect worker finishes a reconnect within a minute or two; one still unfinished after
+# this long lost its task (or the task keeps failing), and the reminders function queues it again.
+RECONNECT_GRACE = timedelta(minutes=15)
 
 
 def degraded_watch(table: type[Inbox], *, now: datetime, after: timedelta = DEGRADED_AFTER) -> list[Action]:
@@ -37,3 +40,11 @@ def replies_are_current(inbox: Inbox, *, now: datetime, poll_interval: timedelta
     """Whether the inbox's last successful poll is recent enough to send it a follow-up."""
     last = inbox.last_polled_at
     return last is not None and now - last <= poll_interval * REPLIES_CURRENT_INTERVALS
+
+
+def reconnect_watch(table: type[Inbox], *, now: datetime) -> list[Action]:
+    """Update actions that have the reminders function look again at an unfinished reconnect."""
+    return [
+        table.attention_shard.set(str(secrets.randbelow(ATTENTION_SHARDS))),
+        table.attention_at.set(epoch(now + RECONNECT_GRACE)),
+    ]

@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
+from pynamodb.expressions.update import Action
 
 from sendwell import writes
 from sendwell.clock import epoch
@@ -58,15 +59,12 @@ class PollResult:
     failure: str | None = None  # the failure code when the poll could not run
 
 
-def schedule_polling(models: Models, inbox: Inbox, *, now: datetime) -> None:
-    """Put an inbox on the poll index (on connect and reconnect), spread over shards and a minute."""
-    table = models.inbox
-    inbox.update(
-        actions=[
-            table.poll_shard.set(str(secrets.randbelow(POLL_SHARDS))),
-            table.next_poll_at.set(epoch(now) + secrets.randbelow(60)),
-        ]
-    )
+def polling_scheduled(table: type[Inbox], *, now: datetime) -> list[Action]:
+    """The actions that put an inbox on the poll index, spread over shards and a minute."""
+    return [
+        table.poll_shard.set(str(secrets.randbelow(POLL_SHARDS))),
+        table.next_poll_at.set(epoch(now) + secrets.randbelow(60)),
+    ]
 
 
 def poll_lag_seconds(models: Models, *, now: datetime) -> int:

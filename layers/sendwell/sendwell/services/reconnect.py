@@ -1,4 +1,4 @@
-"""Reconnect an inbox through a link: prove it is the same mailbox, catch up, then resume paced.
+"""Reconnect an inbox through a link: prove it is the same mailbox, store its new sign-in.
 
 The flow, as the owner lives it:
 
@@ -9,15 +9,15 @@ The flow, as the owner lives it:
 3. ``finish_authorization``: the one-time ``state`` is taken from the session with a conditional
    write, the code is redeemed, the granted scopes are checked and the mailbox must be the one the
    inbox recorded (issuer + subject) at the address it has. Any refusal stores nothing.
-4. ``_complete``: the link is consumed (a conditional write: one winner), the inbox moves to
-   ``reconnecting`` with its new credentials, the mailbox is polled for everything since the
-   disconnect (dispatch skips a ``reconnecting`` inbox, so nothing is sent before that), the
-   backlog is released as the link says, and only then is the inbox ``connected``.
-5. ``send_notices``: the link's creator and the owner are emailed, ``inbox.reconnected`` is
-   published, once each.
+4. ``_complete``: the link is consumed (a conditional write: one winner), and one conditional
+   write stores the new credentials, moves the inbox to ``reconnecting`` (dispatch skips it) and
+   records the link as the reconnect still to finish. The page answers at once with what happens
+   next; the catch-up poll, the paced backlog release and the notices run in the reconnect
+   worker (``services.catch_up``), outside the HTTP request.
 
-A crash between the steps of ``_complete`` leaves the inbox ``reconnecting``; opening a new link
-for it runs the same steps again, and every one of them is safe to repeat.
+A fault between the steps of ``_complete`` leaves the link used by this session: the owner's
+retry (a reload, a second submit) runs the same steps again, and every one of them is safe to
+repeat. A reconnect whose task is lost is queued again by the reminders function.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.failures import Provider
 from sendwell.models import BacklogMode, Inbox, InboxStatus, LinkState, Models, ReconnectLink, WebSession
-from sendwell.ports.platform import Cipher, EventPublisher, Mailer, Once
+from sendwell.ports.messages import ReconnectTask
+from sendwell.ports.platform import Cipher
 from sendwell.ports.signin import Authorizer, LoginCheck, LoginFailed, MailboxGrant, ReconnectError
 from sendwell.services import activity, links
-from sendwell.services.backlog import BacklogRelease, release_backlog
-from sendwell.services.lookups import campaigns_on
-from sendwell.services.polling import PollContext, PollResult, poll_inbox, schedule_polling
-from sendwell.services.reconnected import Reconnected, log_reconnect
+from sendwell.services.backlog import BacklogRelease
+from sendwell.services.inbox_health import reconnect_watch
+from sendwell.services.reconnected import ReconnectOutcome
 
 SESSION_LIFETIME = timedelta(hours=1)
 MAX_PASSWORD_LENGTH = 1024
@@ -115,14 +115,8 @@ class InboxChanged(ReconnectError):
 class ReconnectContext:
     models: Models
     cipher: Cipher  # KMS: inbox credentials (context = inbox id) and OAuth flows (context = session)
-    poll: PollContext  # the catch-up poll
-    mailer: Mailer
-    events: EventPublisher
-    once: Once
     authorizers: Mapping[str, Authorizer]  # by inbox provider value ("gmail", "outlook")
     login_check: LoginCheck
-    workspace_name: str
-    admin_emails: tuple[str, ...]
     public_base_url: str
     session_lifetime: timedelta = SESSION_LIFETIME
 
@@ -135,6 +129,35 @@ class ReconnectContext:
 class OpenedSession:
     cookie: str  # the only copy of the session secret: it goes into the Set-Cookie header
     max_age: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectStarted:
+    """A reconnect whose new sign-in is stored; the reconnect worker finishes it (``task``)."""
+
+    inbox: Inbox
+    link: ReconnectLink
+    renewed: bool  # the inbox was connected already: its new sign-in replaces the old one
+
+    @property
+    def task(self) -> ReconnectTask:
+        return ReconnectTask(inbox_id=self.inbox.inbox_id, link_hash=self.link.token_hash)
+
+    def next_steps(self) -> tuple[str, ...]:
+        """What happens next, in the owner's words, for the success page."""
+        if self.renewed:
+            return ("Its new sign-in replaces the old one; sending goes on as before.",)
+        mode = BacklogMode(self.link.backlog_mode)
+        release = {
+            BacklogMode.PACED: "its waiting emails go out spread over its sending hours, within its daily limit",
+            BacklogMode.IMMEDIATE: "its waiting emails go out as fast as its limits allow",
+            BacklogMode.HOLD: "sending stays paused until an admin resumes it",
+        }[mode]
+        return (
+            "First, the mail that arrived while it was disconnected is checked, so nobody who replied "
+            "gets a follow-up. This takes a minute or two.",
+            f"Then {release}.",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +227,7 @@ def start_authorization(ctx: ReconnectContext, cookie: str | None, csrf_token: s
 
 def finish_authorization(
     ctx: ReconnectContext, cookie: str | None, provider_slug: str, response: Mapping[str, str], *, now: datetime
-) -> Reconnected:
+) -> ReconnectStarted:
     visit = load_visit(ctx, cookie, now=now)
     session, inbox = visit.session, visit.inbox
     provider = CALLBACK_PROVIDERS.get(provider_slug)
@@ -222,7 +245,7 @@ def finish_authorization(
 
 def submit_password(
     ctx: ReconnectContext, cookie: str | None, csrf_token: str, password: str, *, now: datetime
-) -> Reconnected:
+) -> ReconnectStarted:
     visit = load_visit(ctx, cookie, now=now)
     _check_csrf(visit.session, csrf_token)
     if visit.inbox.provider != Provider.CUSTOM:
@@ -255,64 +278,51 @@ def _complete(
     *,
     identity: tuple[str, str] | None,
     now: datetime,
-) -> Reconnected:
-    models, link = ctx.models, visit.link
+) -> ReconnectStarted:
+    models, link, inbox = ctx.models, visit.link, visit.inbox
     # The gate: of two people finishing with one link at once, one goes on; this session's own
     # second try (a double submit, a retry after a fault) goes on too.
     links.consume(models, link, now=now, by=visit.session.session_hash)
-    inbox = visit.inbox
-    previous = InboxStatus(inbox.status)
-    _store_credentials(ctx, inbox, credentials, identity, now)
-    mode = BacklogMode(link.backlog_mode)
-    if previous is InboxStatus.CONNECTED:
-        caught_up: PollResult | None = None
-        backlog = BacklogRelease(mode=mode)
-    else:
-        caught_up = poll_inbox(ctx.poll, inbox, now=now, since=inbox.failed_at)
-        if caught_up.failure is None:
-            backlog = release_backlog(ctx.models, inbox, mode, now=now)
-        else:
-            # Without the catch-up a prospect who replied could get a follow-up: hold instead.
-            backlog = BacklogRelease(mode=BacklogMode.HOLD, held=True)
-        _mark_connected(ctx, inbox, held=backlog.held, now=now)
-        schedule_polling(models, inbox, now=now)
-    campaigns = campaigns_on(models, inbox.inbox_id)
-    for campaign in campaigns:
-        if campaign.disconnected_inbox_ids and inbox.inbox_id in campaign.disconnected_inbox_ids:
-            campaign.update(actions=[models.campaign.disconnected_inbox_ids.delete({inbox.inbox_id})])
-    result = Reconnected(
-        inbox=inbox, link=link, workspace_name=ctx.workspace_name, caught_up=caught_up, backlog=backlog, at=now
-    )
-    log_reconnect(models, result, campaigns, now)
+    renewed = inbox.status == InboxStatus.CONNECTED
+    _store_credentials(ctx, inbox, link, credentials, identity, now)
     links.revoke_all(models, inbox.inbox_id, now=now)
     # The session can start nothing more; a second submit or a reload shows the success again.
     writes.update(visit.session, actions=[ctx.models.session.finished_at.set(now)], condition=None)
-    return result
+    return ReconnectStarted(inbox=inbox, link=link, renewed=renewed)
 
 
 def _store_credentials(
     ctx: ReconnectContext,
     inbox: Inbox,
+    link: ReconnectLink,
     credentials: dict[str, Any],
     identity: tuple[str, str] | None,
     now: datetime,
 ) -> None:
-    """New credentials, and ``reconnecting`` unless it is connected already, in one conditional write.
+    """New credentials, ``reconnecting`` unless it is connected already, and the reconnect still to
+    finish (``reconnect_link``, watched by the reminders function), in one conditional write.
 
     Bumping ``credentials_version`` makes a slow concurrent token refresh of the old grant lose
-    instead of overwriting the new one (see ``sendwell.adapters.credentials``).
+    instead of overwriting the new one (see ``sendwell.adapters.credentials``), and a late
+    auth-failure report about the old grant say nothing about the new one.
     """
     table = ctx.models.inbox
     was_connected = inbox.status == InboxStatus.CONNECTED
     actions: list[Any] = [
         table.credentials.set(ctx.cipher.encrypt(_json_bytes(credentials), context={"inbox_id": inbox.inbox_id})),
         table.credentials_version.add(1),
+        table.reconnected_at.set(now),
+        table.reconnect_link.set(link.token_hash),
+        *reconnect_watch(table, now=now),
     ]
     condition: Condition
     if was_connected:
+        # Nothing to catch up or release: the worker only tells people.
+        renewed = ReconnectOutcome(caught_up=None, backlog=BacklogRelease(mode=BacklogMode(link.backlog_mode)))
+        actions.append(table.reconnect_outcome.set(renewed.to_json()))
         condition = table.status == InboxStatus.CONNECTED.value
     else:
-        actions.append(table.status.set(InboxStatus.RECONNECTING.value))
+        actions += [table.status.set(InboxStatus.RECONNECTING.value), table.reconnect_outcome.remove()]
         condition = table.status.is_in(
             InboxStatus.DISCONNECTED.value, InboxStatus.PENDING.value, InboxStatus.RECONNECTING.value
         )
@@ -335,30 +345,6 @@ def _store_credentials(
         + ("; its new sign-in replaces the old one" if was_connected else "; checking mail that arrived meanwhile"),
         inbox_id=inbox.inbox_id,
     )
-
-
-def _mark_connected(ctx: ReconnectContext, inbox: Inbox, *, held: bool, now: datetime) -> None:
-    table = ctx.models.inbox
-    actions: list[Any] = [
-        table.status.set(InboxStatus.CONNECTED.value),
-        table.reconnected_at.set(now),
-        table.status_code.remove(),
-        table.status_reason.remove(),
-        table.status_fix.remove(),
-        table.failed_at.remove(),
-        table.incident_id.remove(),
-        # Reminders stop: the attention index only holds inboxes that need one.
-        table.attention_shard.remove(),
-        table.attention_at.remove(),
-        table.reminders_sent.set(0),
-    ]
-    if held:
-        actions.append(table.paused.set(True))
-    if writes.update(inbox, actions=actions, condition=table.status == InboxStatus.RECONNECTING.value):
-        return
-    # Two links finished at once: the other one connected it first. Both owners see success.
-    if table.get(inbox.inbox_id, consistent_read=True).status != InboxStatus.CONNECTED:
-        raise InboxChanged(inbox.inbox_id)
 
 
 # ---------------------------------------------------------------------------------------------

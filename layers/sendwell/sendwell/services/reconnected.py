@@ -2,16 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import partial
+from typing import Any
 
-from sendwell.models import Campaign, Inbox, Models, ReconnectLink
+from sendwell.models import BacklogMode, Campaign, Inbox, Models, ReconnectLink
 from sendwell.ports.platform import NoticeContext
 from sendwell.services import activity, notices
 from sendwell.services.backlog import BacklogRelease
 from sendwell.services.polling import PollResult
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """What the catch-up poll found in the mail that arrived while the inbox was disconnected."""
+
+    fetched: int = 0
+    replies: int = 0
+    bounces: int = 0
+    failure: str | None = None  # the failure code when the catch-up could not run
+
+    @classmethod
+    def of(cls, result: PollResult) -> CaughtUp:
+        outcomes = result.outcomes
+        return cls(result.fetched, outcomes["reply"], outcomes["bounce"], result.failure)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectOutcome:
+    """What a reconnect did; stored on the inbox with its move to connected (``reconnect_outcome``),
+    so the notices sent by a retry, after a fault, say what the first run did."""
+
+    caught_up: CaughtUp | None  # None when the inbox was connected already (a renewed sign-in)
+    backlog: BacklogRelease
+
+    def to_json(self) -> dict[str, Any]:
+        backlog = asdict(self.backlog) | {"mode": self.backlog.mode.value}
+        for slot in ("first_slot", "last_slot"):
+            backlog[slot] = backlog[slot].isoformat() if backlog[slot] else None
+        return {"caught_up": asdict(self.caught_up) if self.caught_up else None, "backlog": backlog}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReconnectOutcome:
+        backlog = dict(data["backlog"])
+        backlog["mode"] = BacklogMode(backlog["mode"])
+        for slot in ("first_slot", "last_slot"):
+            backlog[slot] = datetime.fromisoformat(backlog[slot]) if backlog[slot] else None
+        caught_up = data.get("caught_up")
+        return cls(caught_up=CaughtUp(**caught_up) if caught_up else None, backlog=BacklogRelease(**backlog))
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,16 +61,23 @@ class Reconnected:
     inbox: Inbox
     link: ReconnectLink
     workspace_name: str
-    caught_up: PollResult | None  # None when the inbox was connected already
-    backlog: BacklogRelease
-    at: datetime
+    outcome: ReconnectOutcome
+    at: datetime  # when the owner's new sign-in took effect
+
+    @property
+    def caught_up(self) -> CaughtUp | None:
+        return self.outcome.caught_up
+
+    @property
+    def backlog(self) -> BacklogRelease:
+        return self.outcome.backlog
 
     @property
     def catch_up_failed(self) -> bool:
         return self.caught_up is not None and self.caught_up.failure is not None
 
     def log_fields(self) -> dict[str, object]:
-        """What the handler's log line says about this reconnect (no address, no secret)."""
+        """What the worker's log line says about this reconnect (no address, no secret)."""
         return {
             "caught_up": self.caught_up.fetched if self.caught_up else None,
             "catch_up_failure": self.caught_up.failure if self.caught_up else None,
@@ -39,20 +86,19 @@ class Reconnected:
         }
 
     def catch_up_summary(self) -> str:
-        if self.caught_up is None:
+        caught_up = self.caught_up
+        if caught_up is None:
             return "The inbox was connected already; its new sign-in replaces the old one."
-        if self.caught_up.failure is not None:
+        if caught_up.failure is not None:
             return "The mail that arrived while it was disconnected could not be checked yet."
-        outcomes, fetched = self.caught_up.outcomes, self.caught_up.fetched
-        if not fetched:
+        if not caught_up.fetched:
             return "No mail arrived while it was disconnected."
-        arrived = f"{notices.count(fetched, 'message')} arrived while it was disconnected"
-        stopped = outcomes["reply"] + outcomes["bounce"]
-        if not stopped:
+        arrived = f"{notices.count(caught_up.fetched, 'message')} arrived while it was disconnected"
+        if not caught_up.replies + caught_up.bounces:
             return f"{arrived}; none of them needed a sequence to stop."
         return (
-            f"{arrived}: {notices.count(outcomes['reply'], 'reply', 'replies')} and "
-            f"{notices.count(outcomes['bounce'], 'bounce')}, whose follow-ups are stopped."
+            f"{arrived}: {notices.count(caught_up.replies, 'reply', 'replies')} and "
+            f"{notices.count(caught_up.bounces, 'bounce')}, whose follow-ups are stopped."
         )
 
 
@@ -92,8 +138,8 @@ def log_reconnect(models: Models, result: Reconnected, campaigns: Sequence[Campa
 def send_notices(ctx: NoticeContext, result: Reconnected) -> None:
     """Email the link's creator and the owner, and publish ``inbox.reconnected``: once each.
 
-    Separate from the reconnect itself, which is complete by then: a mail service failing here
-    must not turn the owner's success into an error page (the caller logs and counts it).
+    Runs in the reconnect worker once the inbox is connected; a mail service failing here fails
+    the task, and its redelivery sends only what is still missing.
     """
     inbox, link, now = result.inbox, result.link, result.at
     variables = {
