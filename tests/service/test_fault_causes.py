@@ -2,7 +2,8 @@
 
 Each drives the real services or handlers on moto (from template.yaml) with providers in memory,
 and each failed before its fix. The fault harness (test_fault_harness.py) then fails every AWS call
-of the send, poll and auth-failure paths in turn; these tests pin the causes by name.
+of the send, poll, auth-failure, reconnect and backlog-release paths in turn; these tests pin
+the causes by name.
 """
 
 from __future__ import annotations
