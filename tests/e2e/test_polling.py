@@ -131,6 +131,39 @@ def test_a_gmail_reply_and_a_bounce_stop_their_sequences_once(
     assert "enr_reply" not in queue_messages and "enr_bounce" not in queue_messages
 
 
+def _feedback_report(to: str, original_id: str, recipient: str) -> bytes:
+    """An RFC 5965 feedback report, as a mailbox provider's feedback loop sends it, in our thread."""
+    return (
+        f"From: Feedback Loop <fbl@feedback.example>\r\nTo: {to}\r\nSubject: Re: Quick question\r\n"
+        f"Date: Mon, 23 Nov 2026 10:32:00 +0000\r\nMessage-ID: <fbl-1@feedback.example>\r\n"
+        f"In-Reply-To: {original_id}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="f1"\r\n\r\n'
+        "--f1\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+        "--f1\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\n"
+        f"User-Agent: FBL/1.0\r\nVersion: 1\r\nOriginal-Rcpt-To: {recipient}\r\n"
+        f"--f1\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {original_id}\r\nTo: {recipient}\r\n"
+        "--f1--\r\n"
+    ).encode()
+
+
+def test_a_spam_complaint_stops_its_sequence_and_is_not_read_as_a_reply(
+    gmail: SendWorld, aws: Deployment, providers: ProviderSandbox
+) -> None:
+    """Before: a feedback report threaded on our message was read as the prospect's reply."""
+    events = Events(aws)
+    gmail.enroll("enr_complains", "angry@client.example", "Angus")
+    assert gmail.send("enr_complains", 0) is Outcome.SENT
+    ctx = _context(gmail, aws)
+    assert poll_inbox(ctx, gmail.inbox(), now=gmail.start + timedelta(minutes=5)).failure is None
+    ours = step_message_id("enr_complains", 0, ALICE)
+    providers.sandbox.deliver_gmail(ALICE, _feedback_report(ALICE, ours, "angry@client.example"))
+    result = poll_inbox(ctx, gmail.inbox(), now=gmail.start + timedelta(minutes=10))
+    assert result.outcomes == {"complaint": 1}
+    stopped = gmail.models.enrollment.get("enr_complains")
+    assert stopped.state == EnrollmentState.COMPLAINED and stopped.due_shard is None
+    assert [e["type"] for e in events.drain()] == ["enrollment.complained"]
+
+
 def test_a_crash_before_the_cursor_is_saved_loses_nothing(
     gmail: SendWorld, aws: Deployment, providers: ProviderSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

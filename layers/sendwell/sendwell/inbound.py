@@ -1,10 +1,15 @@
 """What arrived in an inbox, and what it means for the sequences sent from it.
 
-``classify_inbound`` sorts one incoming message into a reply, a hard or soft bounce, an automatic
-reply, a report that *our sender* hit a sending limit, or anything else. The order of the checks is
-the point: a delivery report often carries In-Reply-To like a reply does, a vacation responder
-answers "Re: <subject>" like a person does, and a sending-limit report names the prospect as the
-failed recipient although the prospect did nothing wrong.
+``classify_inbound`` sorts one incoming message into a reply, a hard or soft bounce, a spam
+complaint, an automatic reply, a report that *our sender* hit a sending limit, or anything else.
+The order of the checks is the point: a delivery report often carries In-Reply-To like a reply
+does, a vacation responder answers "Re: <subject>" like a person does, and a sending-limit report
+names the prospect as the failed recipient although the prospect did nothing wrong.
+
+Automated before human: mail that shows any sign of being machine-made (a null Return-Path, a
+daemon sender, a report, ``Auto-Submitted``, list or challenge-response markers) is never read as
+a person's reply, however it is threaded or whatever it attaches: an attached original links such
+a message to our step, never makes it an answer.
 
 Message-IDs are handled without angle brackets.
 """
@@ -29,6 +34,7 @@ class InboundKind(enum.StrEnum):
     REPLY = "reply"  # a person answered one of our messages: stop the enrollment
     BOUNCE = "bounce"  # permanent delivery failure for the recipient(s)
     SOFT_BOUNCE = "soft_bounce"  # delayed or temporarily refused; the address may still be good
+    COMPLAINT = "complaint"  # a feedback report (RFC 5965, providers' FBLs): marked as spam
     AUTO_REPLY = "auto_reply"  # out-of-office, autoresponder, read receipt
     SENDER_LIMIT = "sender_limit"  # our own inbox is over a provider sending limit
     OTHER = "other"
@@ -71,7 +77,9 @@ def classify_inbound(
     if recipients or _looks_like_delivery_report(msg, text):
         return _delivery_report_verdict(msg, recipients, text, is_ours)
 
-    ours = _first_ours(_referenced_ids(msg), is_ours)
+    ours = _first_ours(_referenced_ids(msg), is_ours)  # threading, attached originals, receipts
+    if _is_feedback_report(msg):
+        return InboundVerdict(InboundKind.COMPLAINT, message_id=ours)
     # The thread lookup costs the caller a query: only ask when no Message-ID of ours settled it.
     in_our_thread = ours is None and bool(provider_thread_id and thread_is_ours and thread_is_ours(provider_thread_id))
     if _is_list_mail(msg) and ours is None and not in_our_thread:
@@ -79,6 +87,10 @@ def classify_inbound(
         return InboundVerdict(InboundKind.OTHER)
     if _is_automatic_reply(msg):
         return InboundVerdict(InboundKind.AUTO_REPLY, message_id=ours)
+    if _is_automated(msg):
+        # Machine-made: never a reply, whatever it quotes or attaches (a person's forward-as-
+        # attachment, below, is one; a daemon's copy of our message is not).
+        return InboundVerdict(InboundKind.OTHER, message_id=ours)
     if ours is not None or in_our_thread:
         return InboundVerdict(InboundKind.REPLY, message_id=ours)
     return InboundVerdict(InboundKind.OTHER)
@@ -114,7 +126,12 @@ _BOUNCE_SUBJECT = re.compile(
     r"|delivery delayed|mail delivery failure|message not delivered|unzustellbar|non remis)",
     re.IGNORECASE,
 )
-_DAEMON_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"})
+_DAEMON_LOCAL_PARTS = frozenset(
+    {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mailer_daemon", "post_master"}
+)
+# A person forwarding a delivery report ("Fwd: Returned mail ...") quotes the report's own fields.
+_FORWARD_PREFIX = re.compile(r"^\s*(?:(?:fwd?|fw|wg|tr|rv|enc|doorst)\s*:\s*)+", re.IGNORECASE)
+_QUOTED_REPORT_FIELD = re.compile(r"^[ \t>]*(?:final-recipient|diagnostic-code)\s*:", re.IGNORECASE | re.MULTILINE)
 _DAEMON_NAMES = re.compile(r"mail delivery (?:subsystem|system)|microsoft outlook", re.IGNORECASE)
 _QMAIL_REPORT = re.compile(r"this is the qmail-send program|i'm afraid i wasn't able to deliver", re.I)
 # Where a plain-text report starts quoting the original message: nothing below is the report.
@@ -213,12 +230,25 @@ def _delivery_report_verdict(
 def _looks_like_delivery_report(msg: Message, text: str) -> bool:
     if _header(msg, "X-Failed-Recipients") or _QMAIL_REPORT.search(text):
         return True
-    if not _BOUNCE_SUBJECT.search(_header(msg, "Subject") or ""):
+    subject = _header(msg, "Subject") or ""
+    forwarded = _FORWARD_PREFIX.match(subject)
+    if forwarded and _BOUNCE_SUBJECT.search(subject[forwarded.end() :]) and _QUOTED_REPORT_FIELD.search(text):
+        return True
+    if not _BOUNCE_SUBJECT.search(subject):
         return False
     # The subject alone could be a person's; reports come from a daemon with a null envelope sender.
+    return _from_daemon(msg) or _null_return_path(msg)
+
+
+def _from_daemon(msg: Message) -> bool:
     name, address = parseaddr(_header(msg, "From") or "")
-    from_daemon = address.partition("@")[0].lower() in _DAEMON_LOCAL_PARTS or bool(_DAEMON_NAMES.search(name))
-    return from_daemon or (_header(msg, "Return-Path") or "").strip() == "<>"
+    # "MAILER-DAEMON <>" (DragonFly, some gateways) leaves the address empty: the name says it.
+    local = (address.partition("@")[0] or name.strip().strip('"')).lower()
+    return local in _DAEMON_LOCAL_PARTS or bool(_DAEMON_NAMES.search(name))
+
+
+def _null_return_path(msg: Message) -> bool:
+    return any(value.strip() == "<>" for value in _headers(msg, "Return-Path"))
 
 
 def _delivery_status_recipients(msg: Message) -> list[_RecipientStatus]:
@@ -317,6 +347,51 @@ def _is_automatic_reply(msg: Message) -> bool:
     if msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == _READ_RECEIPT:
         return True
     return bool(_AUTO_REPLY_SUBJECT.search(_header(msg, "Subject") or ""))
+
+
+# A feedback report (RFC 5965), or the shape of a provider's loop that sends the complained-about
+# message back with its own marker instead of a report.
+_FEEDBACK_REPORT = "feedback-report"
+# Outlook.com's JMRP returns the message itself, stamped with the complainer: on the attached copy.
+_FEEDBACK_HEADERS = ("X-HmXmrOriginalRecipient", "X-AOL-IP-Complaint")
+_NO_REPLY_LOCAL_PARTS = frozenset({"noreply", "no-reply", "donotreply", "do-not-reply", "no_reply"})
+# Challenge-response filters (BoxTrapper, SpamArrest, ...), and list servers answering by machine
+# (fml, Mailman, ezmlm: "you are not a member").
+_MACHINE_HEADERS = (
+    "X-Boxtrapper",
+    "X-Spam-Arrest",
+    "X-Challenge",
+    "X-Challenge-Response",
+    "X-ASK-Info",
+    "List-Id",
+    "List-Unsubscribe",
+    "Mailing-List",
+    "X-Mailing-List",
+    "X-MLServer",
+    "X-ML-Name",
+)
+
+
+def _is_feedback_report(msg: Message) -> bool:
+    if msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == _FEEDBACK_REPORT:
+        return True
+    if any(part.get_content_type() == "message/feedback-report" for part in msg.walk()):
+        return True
+    return any(
+        _header(headers, name) is not None for headers in (msg, *_attached_headers(msg)) for name in _FEEDBACK_HEADERS
+    )
+
+
+def _is_automated(msg: Message) -> bool:
+    """Whether anything about the message says a machine made it (RFC 3834 and what mailers do)."""
+    if _null_return_path(msg) or _from_daemon(msg) or _header(msg, "X-Failed-Recipients"):
+        return True
+    if msg.get_content_type() == "multipart/report":
+        return True
+    if any(_header(msg, name) is not None for name in _MACHINE_HEADERS):
+        return True
+    _, address = parseaddr(_header(msg, "From") or "")
+    return address.partition("@")[0].lower() in _NO_REPLY_LOCAL_PARTS
 
 
 def _is_list_mail(msg: Message) -> bool:

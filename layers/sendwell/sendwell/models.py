@@ -60,6 +60,7 @@ class EnrollmentState(enum.StrEnum):
     REPLIED = "replied"
     BOUNCED = "bounced"
     UNSUBSCRIBED = "unsubscribed"
+    COMPLAINED = "complained"  # the recipient reported our email as spam (a feedback report)
     FINISHED = "finished"
     FAILED = "failed"
     # The last step's delivery can't be known (a custom inbox lost the connection after handing the

@@ -200,6 +200,8 @@ def _apply(
         return "unmatched"
     if kind is InboundKind.REPLY:
         _stop(ctx, enrollment, EnrollmentState.REPLIED, "the prospect replied", message, now)
+    elif kind is InboundKind.COMPLAINT:
+        _stop(ctx, enrollment, EnrollmentState.COMPLAINED, "the recipient reported the email as spam", message, now)
     elif kind is InboundKind.BOUNCE:
         reason = " ".join(filter(None, ["bounced", verdict.status, verdict.diagnostic]))
         _stop(ctx, enrollment, EnrollmentState.BOUNCED, reason, message, now)
