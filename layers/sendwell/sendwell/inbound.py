@@ -32,11 +32,13 @@ from html.parser import HTMLParser
 
 class InboundKind(enum.StrEnum):
     REPLY = "reply"  # a person answered one of our messages: stop the enrollment
-    BOUNCE = "bounce"  # permanent delivery failure for the recipient(s)
-    SOFT_BOUNCE = "soft_bounce"  # delayed or temporarily refused; the address may still be good
+    BOUNCE = "bounce"  # the recipient is gone (hard): unknown user or domain, moved
+    SOFT_BOUNCE = "soft_bounce"  # the mailbox can't take it now: full, suspended, expired, too big
+    SENDER_BLOCKED = "sender_blocked"  # refused for our side: spam, policy, auth, reputation, PTR, relay
+    SENDER_LIMIT = "sender_limit"  # our own inbox is over a provider sending (rate) limit
     COMPLAINT = "complaint"  # a feedback report (RFC 5965, providers' FBLs): marked as spam
-    AUTO_REPLY = "auto_reply"  # out-of-office, autoresponder, read receipt
-    SENDER_LIMIT = "sender_limit"  # our own inbox is over a provider sending limit
+    AUTO_REPLY = "auto_reply"  # out-of-office, autoresponder
+    RECEIPT = "receipt"  # a delivery or read receipt: nothing to act on
     OTHER = "other"
 
 
@@ -48,6 +50,9 @@ class InboundVerdict:
     status: str | None = None  # enhanced status code, "5.1.1"
     diagnostic: str | None = None  # the remote server's words, whitespace collapsed
     pause: timedelta | None = None  # SENDER_LIMIT: how long the report says to wait, when it says
+    # Bounces: the reason in sisimai's vocabulary (userunknown, mailboxfull, blocked, ...), which
+    # decided the kind above; None where the report gives nothing to go on.
+    reason: str | None = None
 
 
 def parse_message_ids(value: str | None) -> list[str]:
