@@ -51,6 +51,9 @@ from tests.faults import FAULT_KINDS, AwsFaults, Crash, aws_faults
 from tests.memory_providers import MemoryMailbox, MemoryMailboxes
 from tests.template import PARAMETERS, TEMPLATE
 
+# Each path runs (calls x fault kinds) times against moto: minutes, not the suite's two per test.
+pytestmark = pytest.mark.timeout(600)
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
 MAX_RECEIVES = 5  # the template's maxReceiveCount
