@@ -206,30 +206,205 @@ def _delivery_report_verdict(
         )
 
     if recipients:
-        hard = [r for r in recipients if r.action == "failed" and r.status.startswith("5")]
-        soft = [r for r in recipients if r.action == "delayed" or r.status.startswith("4")]
-        for kind, group in ((InboundKind.BOUNCE, hard), (InboundKind.SOFT_BOUNCE, soft)):
-            if group:
-                return InboundVerdict(
-                    kind,
-                    message_id=message_id,
-                    recipients=tuple(dict.fromkeys(r.address for r in group)),
-                    status=group[0].status,
-                    diagnostic=group[0].diagnostic,
-                )
-        if all(r.action in ("delivered", "relayed", "expanded") for r in recipients):
-            return InboundVerdict(InboundKind.OTHER, message_id=message_id)  # a success notice
+        if all(r.action in ("delivered", "relayed", "expanded") or r.status.startswith("2") for r in recipients):
+            return InboundVerdict(InboundKind.RECEIPT, message_id=message_id)  # a success notice, never a bounce
+        failed_now = [r for r in recipients if not r.status.startswith("2")]
+        first = failed_now[0]
+        reason, kind = bounce_reason(first.status, first.diagnostic or _reason_text(report), first.action)
+        same = [r for r in failed_now if bounce_reason(r.status, r.diagnostic or "", r.action)[1] is kind] or [first]
+        return InboundVerdict(
+            kind,
+            message_id=message_id,
+            recipients=tuple(dict.fromkeys(r.address for r in same)),
+            status=first.status,
+            diagnostic=first.diagnostic,
+            reason=reason,
+        )
 
     # A report without a usable delivery-status part: qmail, Exim, older gateways.
     failed = _header_addresses(_headers(msg, "X-Failed-Recipients")) or _text_recipients(report)
-    soft_report = (text_status or "").startswith("4") or bool(_SOFT_WORDS.search(f"{subject}\n{report}"))
+    if (text_status or "").startswith("2"):
+        return InboundVerdict(InboundKind.RECEIPT, message_id=message_id)
+    delayed = (text_status or "").startswith("4") or bool(_SOFT_WORDS.search(f"{subject}\n{report}"))
+    reason, kind = bounce_reason(
+        text_status, text_diagnostic or _reason_text(report), "delayed" if delayed else "failed"
+    )
     return InboundVerdict(
-        InboundKind.SOFT_BOUNCE if soft_report else InboundKind.BOUNCE,
+        kind,
         message_id=message_id,
         recipients=tuple(failed),
         status=text_status,
         diagnostic=text_diagnostic,
+        reason=reason,
     )
+
+
+# --- bounce reasons --------------------------------------------------------------------------
+#
+# A reason in sisimai's vocabulary, from the remote server's words first and the enhanced status
+# code (RFC 3463) second: servers put 5.7.1 on a blocklist hit and on "no such user" alike, and
+# 5.0.0 on everything, so the words are the better witness where they say something.
+# The reason decides what happens to the prospect:
+#   hard (the address is gone): stop and suppress;
+#   soft (the mailbox can't take it now): retry later, a bounded number of times;
+#   sender-side (refused for who *we* are: spam, policy, auth, reputation, PTR, relay, blocklist):
+#     the prospect stays pending, the block counts against the sending inbox.
+_SENDER_SIDE_REASONS = {
+    "blocked": r"access denied|block ?list|black ?list|blocked|rbl\b|dnsbl|spamhaus|spamcop|barracuda|sorbs"
+    r"|\bsurbl|uribl"
+    r"|listed (?:at|in|on|by)|client host .{0,60}rejected|connection refused by|banned|denylist|deny ?list"
+    r"|your (?:ip|server|host)|sending (?:ip|host|server|mta)|ip address .{0,40}(?:not allowed|rejected|refused)",
+    "badreputation": r"reputation|bulk mail|poor quality|low quality|sender score|ipreputation",
+    "authfailure": r"\bspf\b|\bdkim\b|\bdmarc\b|sender policy framework|not authorized to send|unauthenticated"
+    r"|authentication (?:required|failed|check)|5\.7\.2[3-7]|not pass (?:spf|dkim)",
+    "requireptr": r"\bptr\b|reverse (?:dns|lookup|mapping)|\brdns\b|no dns (?:ptr|entry)|cannot find your hostname"
+    r"|hostname .{0,30}(?:does not|doesn't) resolve|reverse hostname|rfc ?1912",
+    "norelaying": r"relay(?:ing)? (?:access )?(?:denied|not permitted|disallowed|not allowed|prohibited)"
+    r"|not (?:permitted|allowed) to relay|unable to relay|no relaying|relay not permitted|open relay",
+    "spamdetected": r"\bspam\b|junk mail|unsolicited|content (?:was )?rejected|message content|bulk e?mail|spammy",
+    "virusdetected": r"virus|malware|infected|phishing",
+    "policyviolation": r"policy|prohibited|not accepted due to|violat|dmarc policy|security reasons"
+    r"|rejected by (?:the )?(?:recipient|destination) domain",
+    "rejected": r"sender (?:address )?(?:rejected|denied|refused|blocked|not allowed)|envelope sender|domain of sender"
+    r"|sender domain|from address|return-?path|mail from|sender .{0,20}(?:not|isn't) (?:allowed|permitted|accepted)"
+    r"|address (?:rejected|not accepted) by (?:policy|sender)",
+    "securityerror": r"insecure|tls required|starttls|encryption (?:required|needed)|security",
+    "filtered": r"filter|refused by (?:recipient|user)|recipient (?:has )?(?:refused|rejected) (?:your"
+    r"|this) (?:mail|message)",
+    "toomanyconn": r"too many (?:connections|concurrent|sessions)|connection limit|rate limit|rate-limit|throttl"
+    r"|too many messages|try again later.{0,40}(?:rate|limit)|exceeded .{0,30}rate",
+}
+_HARD_REASONS = {
+    "userunknown": r"user ?unknown|unknown (?:user|recipient|mailbox|local[- ]part|address)|no such (?:user"
+    r"|recipient|mailbox|address|account)"
+    r"|(?:mailbox|user|recipient|address|account|addressee)(?: name)? (?:is )?(?:does not|doesn't|did not) exist"
+    r"|(?:mailbox|user|recipient|address|account) (?:not found|unavailable|invalid|is invalid"
+    r"|is unknown|unknown|not listed)"
+    r"|invalid (?:recipient|mailbox|address|user)|not a valid (?:mailbox|recipient|user)"
+    r"|no mailbox|does not exist|doesn't exist|not our customer|unrouteable address|recipient not found"
+    r"|address (?:not found|unknown|invalid)|no longer (?:valid|in use|available|exists)|disabled recipient"
+    r"|undeliverable address|bad destination mailbox|nicht gefunden|n'existe pas|inexistente"
+    r"|no existe|nonexistent|non-existent",
+    "hostunknown": r"host (?:or domain )?(?:name )?(?:not found|unknown)|unknown host|domain (?:not found"
+    r"|does not exist|unknown)"
+    r"|no (?:mx|a) record|unrouteable (?:mail )?domain|name or service not known|nxdomain|host unknown|unknown domain"
+    r"|domain (?:name )?(?:is )?(?:invalid|not (?:exist|registered))|no such domain|bad destination (?:system|host)",
+    "hasmoved": r"has moved|moved to|no longer (?:with|at) |changed (?:his|her|their) address|new address",
+    "notaccept": r"does not accept (?:any )?mail|accepts no mail|null mx|not accepting (?:any )?mail"
+    r"|no mail (?:is )?accepted",
+}
+_SOFT_REASONS = {
+    "mailboxfull": r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|full|limit)|exceeded (?:the )?(?:storage|quota)"
+    r"|insufficient (?:storage|disk|space)|out of (?:storage|space)|mailbox (?:size|storage) limit|full mailbox"
+    r"|user is over|disk full|too much mail|postfach voll|boîte .{0,20}pleine|mailfolder is full",
+    "mesgtoobig": r"(?:message|mail) (?:is )?too (?:large|big)|message size|size (?:limit|exceeds)"
+    r"|exceeds (?:the )?(?:maximum|size)"
+    r"|too large|message length exceeds",
+    "exceedlimit": r"exceeds? (?:the )?(?:recipient|message|local) limit|recipient limit",
+    "suspend": r"\b(?:suspended|inactive|disabled|deactivated|not active|frozen|on hold|locked|temporarily disabled"
+    r"|expired account|account (?:has been )?closed)\b",
+    "expired": r"expired|timed? ?out|time-?out|delivery time|could not be delivered (?:for|within)|retry time|too long"
+    r"|has been delayed|giving up|deferred|undelivered for|gave up",
+    "networkerror": r"network|connection (?:refused|reset|timed out|lost|dropped)|could not connect|unable to connect"
+    r"|dns (?:error|failure|lookup)"
+    r"|loop|routing|hop count|too many hops|no route",
+    "mailererror": r"mailer error|program failed|command (?:died|failed)|unknown mailer",
+    "systemerror": r"system (?:error|failure|problem)|internal (?:error|server error)|server error|temporarily"
+    r"|temporary|try again"
+    r"|service (?:not available|unavailable)|local error|resources",
+}
+# Most specific first: "Recipient address rejected: Mailbox full" is a full mailbox, and a report's
+# boilerplate ("will retry", "temporary") must not outweigh what the server said about the mailbox.
+_ORDER = (
+    (InboundKind.BOUNCE, _HARD_REASONS, None),
+    (InboundKind.SOFT_BOUNCE, _SOFT_REASONS, ("mailboxfull", "mesgtoobig", "exceedlimit", "suspend")),
+    (InboundKind.SENDER_BLOCKED, _SENDER_SIDE_REASONS, None),
+    (InboundKind.SOFT_BOUNCE, _SOFT_REASONS, ("expired", "networkerror", "mailererror", "systemerror")),
+)
+_COMPILED = [
+    (reason, kind, re.compile(table[reason], re.IGNORECASE))
+    for kind, table, only in _ORDER
+    for reason in (only or tuple(table))
+]
+# RFC 3463 subjects and details: what the code says when the words say nothing.
+_STATUS_REASONS = {
+    "5.1.0": "userunknown",
+    "5.1.1": "userunknown",
+    "5.1.2": "hostunknown",
+    "5.1.3": "userunknown",
+    "5.1.4": "userunknown",
+    "5.1.6": "hasmoved",
+    "5.1.10": "notaccept",
+    "5.4.4": "hostunknown",
+    "5.1.7": "rejected",
+    "5.1.8": "rejected",
+    "5.2.1": "suspend",
+    "5.2.2": "mailboxfull",
+    "4.2.2": "mailboxfull",
+    "5.2.3": "mesgtoobig",
+    "5.3.4": "mesgtoobig",
+    "5.2.0": "filtered",
+    "5.3.0": "systemerror",
+    "5.3.1": "systemfull",
+    "4.3.1": "systemfull",
+    "5.3.2": "systemerror",
+    "4.4.7": "expired",
+    "5.4.7": "expired",
+    "4.4.1": "networkerror",
+    "4.4.2": "networkerror",
+    "5.4.6": "networkerror",
+    "4.4.6": "networkerror",
+    "5.4.5": "toomanyconn",
+    "4.4.5": "toomanyconn",
+    "4.7.0": "blocked",
+    "5.7.0": "securityerror",
+    "5.7.1": "blocked",
+    "5.7.4": "securityerror",
+    "5.7.8": "securityerror",
+    "5.7.9": "securityerror",
+    "5.7.23": "authfailure",
+    "5.7.24": "authfailure",
+    "5.7.25": "requireptr",
+    "5.7.26": "authfailure",
+    "5.7.27": "notaccept",
+    "5.7.7": "securityerror",
+    "5.5.0": "systemerror",
+    "5.6.0": "contenterror",
+}
+_REASON_KIND = {reason: kind for reason, kind, _pattern in _COMPILED} | {
+    "systemfull": InboundKind.SOFT_BOUNCE,
+    "contenterror": InboundKind.SENDER_BLOCKED,
+    "undefined": InboundKind.SOFT_BOUNCE,
+}
+
+
+def bounce_reason(status: str | None, diagnostic: str | None, action: str = "failed") -> tuple[str, InboundKind]:
+    """The reason a delivery failed and what it means for the prospect (see the tables above)."""
+    words = diagnostic or ""
+    by_status = _STATUS_REASONS.get(status or "")
+    for reason, kind, pattern in _COMPILED:
+        if pattern.search(words):
+            # A 4.x.x says "not now" whatever the words: the address can't be gone yet.
+            if kind is InboundKind.BOUNCE and (action == "delayed" or (status or "").startswith("4")):
+                return "expired", InboundKind.SOFT_BOUNCE
+            return reason, kind
+    if by_status:
+        kind = _REASON_KIND[by_status]
+        if kind is InboundKind.BOUNCE and (action == "delayed" or (status or "").startswith("4")):
+            return "expired", InboundKind.SOFT_BOUNCE
+        return by_status, kind
+    if action == "delayed" or (status or "").startswith("4") or not status:
+        # No status at all, or "try later": nothing says the address is gone.
+        return ("expired" if action == "delayed" else "undefined"), InboundKind.SOFT_BOUNCE
+    if status.startswith("5.7"):
+        return "securityerror", InboundKind.SENDER_BLOCKED
+    return "userunknown" if status.startswith("5.1") else "undefined", (
+        InboundKind.BOUNCE if status.startswith(("5.1", "5.0")) else InboundKind.SOFT_BOUNCE
+    )
+
+
+def _reason_text(report: str) -> str:
+    return report[:4000]
 
 
 def _looks_like_delivery_report(msg: Message, text: str) -> bool:
