@@ -251,6 +251,7 @@ def cold_starts(repeats: int) -> dict[str, list[float]]:
         "SENDWELL_LINKS_TABLE": names["LinksTable"],
         "SENDWELL_SESSIONS_TABLE": names["SessionsTable"],
         "SENDWELL_ACTIVITY_TABLE": names["ActivityTable"],
+        "SENDWELL_SUPPRESSIONS_TABLE": names["SuppressionsTable"],
         "SENDWELL_IDEMPOTENCY_TABLE": names["IdempotencyTable"],
         "SENDWELL_SEND_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/send.fifo",
         "SENDWELL_AUTH_FAILURE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/auth",

@@ -12,6 +12,7 @@ from typing import Any
 
 import admin_campaign_routes
 import admin_inbox_routes
+import admin_suppression_routes
 from admin_requests import ERROR_STATUS, as_json, error_body, status_for
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
@@ -24,6 +25,7 @@ PARTS = wiring.admin(os.environ)
 app = APIGatewayHttpResolver()
 app.include_router(admin_inbox_routes.router)
 app.include_router(admin_campaign_routes.router)
+app.include_router(admin_suppression_routes.router)
 
 
 @app.exception_handler(list(ERROR_STATUS))

@@ -32,7 +32,9 @@ def import_prospects(campaign_id: str) -> Response[str]:
     result = campaigns.import_prospects(
         _parts().models, campaign_id, data, now=utcnow(), actor=actor(router.current_event)
     )
-    return as_json(201, {"campaign_id": result.campaign_id, "imported": result.imported})
+    return as_json(
+        201, {"campaign_id": result.campaign_id, "imported": result.imported, "suppressed": result.suppressed}
+    )
 
 
 @router.get("/admin/campaigns/<campaign_id>/activity")

@@ -12,6 +12,9 @@ IAM-authorised admin API calls, so both always behave alike.
     python functions/admin_api/admin_cli.py pause ibx_123 | resume ibx_123
     python functions/admin_api/admin_cli.py create-campaign campaign.json
     python functions/admin_api/admin_cli.py import cmp_123 prospects.csv
+    python functions/admin_api/admin_cli.py suppressions [--reason bounced]
+    python functions/admin_api/admin_cli.py suppress dana@client.example --note "asked by phone"
+    python functions/admin_api/admin_cli.py unsuppress dana@client.example
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from aws_lambda_powertools.utilities.parameters import get_parameter
 from sendwell.clock import utcnow
 from sendwell.config import Settings
 from sendwell.failures import Provider
-from sendwell.models import BacklogMode, Models, bind_models
+from sendwell.models import BacklogMode, Models, SuppressionReason, bind_models
 from sendwell.prospects import ProspectImportError
-from sendwell.services import campaigns, inboxes, links
+from sendwell.services import campaigns, inboxes, links, suppression
 
 
 def _actor() -> str:
@@ -69,6 +72,12 @@ def run(argv: list[str], models: Models, settings: Settings) -> int:
     revoke.add_argument("link_id")
     campaign = commands.add_parser("create-campaign", help="from a JSON file (same body as the admin API)")
     campaign.add_argument("file", type=Path)
+    listed = commands.add_parser("suppressions", help="list the suppression list (every page)")
+    listed.add_argument("--reason", choices=[r.value for r in SuppressionReason])
+    suppress = commands.add_parser("suppress", help="add an address to the suppression list")
+    suppress.add_argument("email")
+    suppress.add_argument("--note", default="")
+    commands.add_parser("unsuppress", help="take an address off the suppression list").add_argument("email")
     imported = commands.add_parser("import", help="import prospects from a CSV file, all or nothing")
     imported.add_argument("campaign_id")
     imported.add_argument("file", type=Path)
@@ -140,7 +149,29 @@ def run(argv: list[str], models: Models, settings: Settings) -> int:
             result = campaigns.import_prospects(
                 models, args.campaign_id, args.file.read_bytes(), now=now, actor=_actor()
             )
-            _print({"campaign_id": result.campaign_id, "imported": result.imported})
+            _print({"campaign_id": result.campaign_id, "imported": result.imported, "suppressed": result.suppressed})
+        elif args.command == "suppressions":
+            reason = SuppressionReason(args.reason) if args.reason else None
+            entries, cursor = [], None
+            while True:
+                page = suppression.list_entries(models, reason=reason, cursor=cursor)
+                entries += [suppression.describe(e) for e in page.entries]
+                if (cursor := page.cursor) is None:
+                    break
+            _print(entries)
+        elif args.command == "suppress":
+            email = suppression.normalise(args.email)
+            added = suppression.suppress(
+                models, email, reason=SuppressionReason.MANUAL, now=now, source=_actor(), note=args.note or None
+            )
+            stopped = campaigns.stop_address(models, email, now=now, reason="suppressed by an admin")
+            entry = suppression.get(models, email)
+            _print({**(suppression.describe(entry) if entry else {}), "added": added, "enrollments_stopped": stopped})
+        elif args.command == "unsuppress":
+            if not suppression.remove(models, args.email):
+                print(f"{args.email} is not suppressed", file=sys.stderr)
+                return 1
+            print(f"removed {suppression.normalise(args.email)}")
     except ProspectImportError as error:
         for row in error.errors:
             print(f"line {row.line}: {row.field or ''}: {row.message}", file=sys.stderr)

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from sendwell.failures import Provider
 from sendwell.models import BacklogMode
 from sendwell.prospects import ProspectImportError
-from sendwell.services import activity, campaigns, inboxes, links
+from sendwell.services import activity, campaigns, inboxes, links, suppression
 
 
 class BadRequest(Exception):
@@ -35,6 +35,7 @@ ERROR_STATUS: Mapping[type[Exception], int] = {
     campaigns.CampaignNotFound: 404,
     campaigns.CampaignError: 422,
     ProspectImportError: 422,
+    suppression.SuppressionError: 400,
 }
 
 

@@ -34,6 +34,7 @@ OUTCOME_METRICS: Mapping[Outcome, Metric] = {
     Outcome.AUTH_FAILURE: Metric.SEND_AUTH_FAILURES,
     Outcome.HELD_FOR_REPLIES: Metric.SENDS_SKIPPED,
     Outcome.UNCONFIRMED: Metric.SENDS_UNCONFIRMED,
+    Outcome.SUPPRESSED: Metric.SENDS_SKIPPED,
 }
 
 # A deferred step only holds back its own inbox's group: FIFO order matters within an inbox, and

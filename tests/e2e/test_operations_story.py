@@ -468,6 +468,9 @@ def test_every_alarmed_metric_is_emitted_and_every_emitted_metric_is_on_the_dash
         "SendsUnconfirmed",
         "FollowUpsHeldForReplies",
         "ReconnectsRequeued",  # every reminders run reports it; the fault harness stages a requeue
+        "HardBounces",  # the bounce-rate alarm's numerator; every poll reports it, zero included
+        "Complaints",  # the complaint-rate alarm's
+        "InboxesPausedForBlocks",
     }
     # SendsUnconfirmed counts a step whose delivery could not be confirmed, which the story does
     # not stage (tests/service/test_fault_causes.py and the fault harness do).

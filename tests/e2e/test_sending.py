@@ -457,3 +457,20 @@ def test_a_message_for_a_disconnected_inbox_is_acknowledged_and_the_step_stays_d
     assert world.sent_to("off@client.example") == []
     enrollment = world.models.enrollment.get("enr_off")
     assert enrollment.step_index == 0 and enrollment.due_shard is not None
+
+
+def test_a_suppressed_address_is_never_sent_and_its_slot_is_given_back(world: World) -> None:
+    """An address suppressed after it was queued (the send-time check; dispatch's is stop_address)."""
+    from sendwell.models import SuppressionReason
+    from sendwell.services import suppression
+
+    world.enroll("enr_supp", "gone@client.example", {"first_name": "Gus"})
+    assert suppression.suppress(
+        world.models, "gone@client.example", reason=SuppressionReason.BOUNCED, now=NOW, source="a test"
+    )
+    assert send_step(world.context(), world.request("enr_supp"), now=NOW, redelivered=False) is Outcome.SUPPRESSED
+    assert world.sent_to("gone@client.example") == []
+    enrollment = world.models.enrollment.get("enr_supp")
+    assert enrollment.state == EnrollmentState.SUPPRESSED.value and enrollment.due_shard is None
+    inbox = world.models.inbox.get(world.inbox_id)
+    assert inbox.sent_today == 0 and inbox.send_claim is None

@@ -151,3 +151,73 @@ def test_the_cli_runs_the_same_services(aws: Deployment, tmp_path: Path, capsys:
     assert aws.models.inbox.get(created["inbox_id"]).paused
     assert run(["status", "ibx_missing"], aws.models, aws.settings) == 2
     assert "no inbox ibx_missing" in capsys.readouterr().err
+
+
+def test_suppression_list_through_the_api_import_and_dispatch(
+    admin: Callable[..., tuple[int, Any]], aws: Deployment
+) -> None:
+    from datetime import UTC, datetime
+
+    from sendwell.adapters.aws import SqsQueue
+    from sendwell.models import InboxStatus
+    from sendwell.services.dispatch import dispatch_due_steps
+
+    inbox_id = _inbox(admin)
+    first = admin("POST", "/admin/campaigns", {**CAMPAIGN, "inbox_ids": [inbox_id]})[1]["campaign_id"]
+    second = admin("POST", "/admin/campaigns", {**CAMPAIGN, "name": "Q1", "inbox_ids": [inbox_id]})[1]["campaign_id"]
+    rows = "email,first_name,company\nana@client.example,Ana,Client\nbo@client.example,Bo,Other\n"
+    assert admin("POST", f"/admin/campaigns/{first}/prospects", raw=rows)[0] == 201
+    # Suppressing an address stops it in every campaign it is in.
+    status, added = admin("POST", "/admin/suppressions", {"email": " Ana@Client.EXAMPLE ", "note": "asked by phone"})
+    assert status == 201, added
+    assert (added["email"], added["reason"], added["enrollments_stopped"]) == ("ana@client.example", "manual", 1)
+    ana = next(e for e in aws.models.enrollment.scan() if e.email == "ana@client.example")
+    assert ana.state == "suppressed" and ana.due_shard is None
+    # Adding it again changes nothing: the first entry stands.
+    status, again = admin("POST", "/admin/suppressions", {"email": "ana@client.example", "note": "other"})
+    assert status == 200 and again["note"] == "asked by phone"
+    # A bad address is a clear 400, and nothing is stored.
+    before = list(aws.models.suppression.scan())
+    for body in ({"email": "not-an-address"}, {"email": 7}, {"email": "x@y.example", "color": "red"}):
+        status, error = admin("POST", "/admin/suppressions", body)
+        assert status == 400 and error["error"], body
+    assert [e.email for e in aws.models.suppression.scan()] == [e.email for e in before]
+    # The next import skips the suppressed row and says so.
+    status, imported = admin("POST", f"/admin/campaigns/{second}/prospects", raw=rows)
+    assert status == 201 and (imported["imported"], imported["suppressed"]) == (1, 1)
+    assert {e.email for e in aws.models.enrollment.scan() if e.campaign_id == second} == {"bo@client.example"}
+    # Dispatch never queues a suppressed address.
+    aws.models.inbox(inbox_id).update(actions=[aws.models.inbox.status.set(InboxStatus.CONNECTED.value)])
+    queue = SqsQueue(aws.client("sqs"), aws.settings.send_queue_url)
+    report = dispatch_due_steps(aws.models, queue, now=datetime(2030, 1, 7, 15, 0, tzinfo=UTC))  # Monday, 10:00 NY
+    queued = {json.loads(m["Body"])["enrollment_id"] for m in aws.queue_messages("SendQueue")}
+    assert queued and ana.enrollment_id not in queued, report  # the inbox sends one step a tick: not hers
+    # Listing, filtering, looking up and removing.
+    status, listed = admin("GET", "/admin/suppressions")
+    assert status == 200 and [e["email"] for e in listed["entries"]] == ["ana@client.example"]
+    assert admin("GET", "/admin/suppressions/ana%40client.example")[0] == 200
+    assert admin("DELETE", "/admin/suppressions/ana%40client.example")[0] == 200
+    assert admin("DELETE", "/admin/suppressions/ana%40client.example")[0] == 404
+    assert admin("GET", "/admin/suppressions/ana%40client.example")[0] == 404
+
+
+def test_the_cli_lists_adds_and_removes_suppressions(aws: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "functions" / "admin_api"))
+    try:
+        import admin_cli
+    finally:
+        sys.path.pop(0)
+    run = admin_cli.run
+    assert run(["suppress", "Dana@Client.example", "--note", "asked by phone"], aws.models, aws.settings) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert (added["email"], added["added"], added["reason"]) == ("dana@client.example", True, "manual")
+    assert run(["suppressions"], aws.models, aws.settings) == 0
+    assert [e["email"] for e in json.loads(capsys.readouterr().out)] == ["dana@client.example"]
+    assert run(["suppressions", "--reason", "manual"], aws.models, aws.settings) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert run(["suppress", "not-an-address"], aws.models, aws.settings) == 2
+    assert "not an email address" in capsys.readouterr().err
+    assert run(["unsuppress", "dana@client.example"], aws.models, aws.settings) == 0
+    assert "removed dana@client.example" in capsys.readouterr().out
+    assert run(["unsuppress", "dana@client.example"], aws.models, aws.settings) == 1
+    assert list(aws.models.suppression.scan()) == []

@@ -293,3 +293,17 @@ def test_the_degraded_notice_is_not_a_disconnect() -> None:
     assert "failed with temporary errors since 22 November 2026 at 08:00 UTC" in email.text
     assert "NOT disconnected" in email.text and "Reconnect" not in email.text
     assert "<script>" not in email.html
+
+
+def test_the_blocked_notice_pauses_sending_and_bounces_nobody() -> None:
+    inbox = disconnected_inbox("gmail", CAUSES["google password changed"][1]())
+    inbox.status, inbox.display_name = InboxStatus.CONNECTED.value, HOSTILE_NAME
+    refusal = "5.7.1 550 5.7.1 Service unavailable; client host [203.0.113.9] blocked using zen.spamhaus.org"
+    email = notices.blocked(
+        workspace=WORKSPACE, inbox=inbox, blocks=6, sent=40, last_reason=refusal, paused_at=NOW, to=ADMINS
+    )
+    assert email.subject == "Sending paused: sales@client.example is being refused as a sender"
+    for body in (email.text, email.html):
+        assert "6 messages" in body and "of 40 sent today" in body and "zen.spamhaus.org" in body
+        assert "not marked bounced" in body and "23 November 2026 at 09:00 UTC" in body
+    assert "Reconnect" not in email.text and "<script>" not in email.html and escape(HOSTILE_NAME) in email.html

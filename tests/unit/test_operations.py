@@ -52,7 +52,10 @@ def alarms(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def watched(alarm: Mapping[str, Any]) -> Watched:
     props = alarm["Properties"]
     if "Metrics" in props:
-        (query,) = [q for q in props["Metrics"] if q.get("ReturnData", True)]
+        # A metric-math alarm (a rate) watches its expression: here, its first metric, the numerator.
+        stats = [q for q in props["Metrics"] if "MetricStat" in q]
+        returned = [q for q in stats if q.get("ReturnData", True)]
+        query = (returned or stats)[0]
         metric = query["MetricStat"]["Metric"]
         props = {"Namespace": metric["Namespace"], "MetricName": metric["MetricName"], **metric}
     dimensions = {d["Name"]: d["Value"] for d in props.get("Dimensions", [])}
@@ -178,6 +181,43 @@ def test_the_alarms_watch_the_queue_age_the_lags_disconnects_app_config_notices_
     assert own <= {m.value for m in Metric}, own - {m.value for m in Metric}
 
 
+@pytest.mark.parametrize(
+    ("alarm", "numerator", "period", "minimum_sent", "threshold"),
+    [
+        ("BounceRateAlarm", Metric.HARD_BOUNCES, 6 * 3600, 50, 5),
+        ("ComplaintRateAlarm", Metric.COMPLAINTS, 86400, 100, 0.1),
+    ],
+)
+def test_the_rate_alarms_divide_by_emails_sent_above_a_minimum_volume(
+    alarm: str, numerator: Metric, period: int, minimum_sent: int, threshold: float
+) -> None:
+    props = TEMPLATE["Resources"][alarm]["Properties"]
+    queries = {q["Id"]: q for q in props["Metrics"]}
+    stats = {i: q["MetricStat"] for i, q in queries.items() if "MetricStat" in q}
+    (expression,) = [q for q in queries.values() if q.get("ReturnData")]
+    names = {i: s["Metric"]["MetricName"] for i, s in stats.items()}
+    assert sorted(names.values()) == sorted([numerator.value, Metric.EMAILS_SENT.value])
+    assert {s["Period"] for s in stats.values()} == {period} and {s["Stat"] for s in stats.values()} == {"Sum"}
+    assert all(s["Metric"]["Dimensions"] == [{"Name": "service", "Value": "sendwell"}] for s in stats.values())
+    top = next(i for i, n in names.items() if n == numerator.value)
+    bottom = next(i for i, n in names.items() if n == Metric.EMAILS_SENT.value)
+    assert expression["Expression"] == f"IF({bottom} >= {minimum_sent}, 100 * {top} / {bottom}, 0)"
+    assert props["Threshold"] == threshold and props["ComparisonOperator"] == "GreaterThanThreshold"
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_the_dashboard_sums_the_poll_functions_inbound_lines_by_inbox_and_campaign() -> None:
+    (widget,) = [w for w in dashboard()["widgets"] if w["type"] == "log"]
+    query = widget["properties"]["query"]
+    assert query.startswith("SOURCE '/aws/lambda/PollFunction'")
+    assert "filter message = 'inbound'" in query and "by inbox_id, campaign_id, kind" in query
+    # The fields it reads are the ones the poll function logs.
+    poll_app = (ROOT / "functions/poll/poll_app.py").read_text(encoding="utf-8")
+    assert re.search(
+        r'logger\.info\(\s*"inbound",\s*extra=\{"inbox_id".*"campaign_id".*"kind".*"count"', poll_app, re.S
+    )
+
+
 def dashboard() -> dict[str, Any]:
     body = TEMPLATE["Resources"]["OpsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     # Each ${Id} or ${Id.Attr} becomes the bare name: what it stands for is all the checks need.
@@ -190,6 +230,8 @@ def dashboard_metrics() -> set[tuple[str, str, str]]:
     lines = set()
     for widget in dashboard()["widgets"]:
         for line in widget["properties"].get("metrics", []):
+            if isinstance(line[0], dict):
+                continue  # a metric-math expression over the lines beside it
             namespace, metric, _dimension, value = line[:4]
             lines.add((namespace, metric, value))
     return lines
@@ -292,7 +334,7 @@ def test_every_metric_is_named_from_the_observability_module() -> None:
     for path in sources:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         # Mappings typed to Metric values (mypy checks their values), and those observability exports.
-        metric_mappings = {"AUTH_FAILURE_METRICS"} | {
+        metric_mappings = {"AUTH_FAILURE_METRICS", "INBOUND_METRICS"} | {
             node.target.id
             for node in tree.body
             if isinstance(node, ast.AnnAssign)

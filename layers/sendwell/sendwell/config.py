@@ -94,6 +94,7 @@ class CoreSettings:
                 links=env.need("SENDWELL_LINKS_TABLE"),
                 sessions=env.need("SENDWELL_SESSIONS_TABLE"),
                 activity=env.need("SENDWELL_ACTIVITY_TABLE"),
+                suppressions=env.need("SENDWELL_SUPPRESSIONS_TABLE"),
             ),
         }
 
@@ -244,7 +245,13 @@ class SendSettings(
 
 @dataclass(frozen=True, kw_only=True)
 class PollSettings(
-    CoreSettings, AuthFailureQueueSettings, EventsSettings, IdempotencySettings, CredentialsSettings, ProviderSettings
+    CoreSettings,
+    AuthFailureQueueSettings,
+    EventsSettings,
+    IdempotencySettings,
+    CredentialsSettings,
+    ProviderSettings,
+    NoticeSettings,  # an inbox paused for sender-side blocks: its admins are told
 ):
     pass
 

@@ -66,6 +66,14 @@ class EnrollmentState(enum.StrEnum):
     # The last step's delivery can't be known (a custom inbox lost the connection after handing the
     # message over, or the function died in between): never resent by itself; an admin decides.
     UNCONFIRMED = "unconfirmed"
+    SUPPRESSED = "suppressed"  # its address is on the suppression list: nothing more goes to it
+
+
+class SuppressionReason(enum.StrEnum):
+    BOUNCED = "bounced"  # the recipient is gone (a hard bounce, or soft bounces that ran out)
+    UNSUBSCRIBED = "unsubscribed"
+    COMPLAINED = "complained"  # reported as spam
+    MANUAL = "manual"  # added by an admin
 
 
 class CampaignState(enum.StrEnum):
@@ -170,6 +178,8 @@ class Inbox(Model):
 
     status = UnicodeAttribute(default=InboxStatus.PENDING.value)
     paused = BooleanAttribute(default=False)
+    # Why sendwell paused it itself (None: an admin did); an admin's resume clears it.
+    paused_reason = UnicodeAttribute(null=True)
     status_code = UnicodeAttribute(null=True)  # classifier code of the failure that disconnected it
     status_reason = UnicodeAttribute(null=True)
     status_fix = UnicodeAttribute(null=True)
@@ -208,6 +218,10 @@ class Inbox(Model):
     sent_today = NumberAttribute(default=0)
     last_sent_at = UTCDateTimeAttribute(null=True)
     rate_limited_until = UTCDateTimeAttribute(null=True)
+    # Sender-side blocks (spam, policy, authentication, reputation) reported on the inbox-local day
+    # ``block_day``: past a rate of that day's sends, sendwell pauses the inbox and tells the admins.
+    block_day = UnicodeAttribute(null=True)
+    blocks_today = NumberAttribute(default=0)
     # The inbox's send claim: FIFO delivers one message per inbox at a time, and this conditional
     # claim makes a duplicate delivery lose instead of sending twice. It also enforces the gap/cap.
     send_claim = UnicodeAttribute(null=True)  # "<enrollment id>:<step>"
@@ -292,6 +306,15 @@ class Enrollment(Model):
     # removed when the attempt is known not to have sent: a later attempt of that step checks Sent
     # first. The id tells our own write, retried after a lost answer, from another attempt's.
     send_attempt = UnicodeAttribute(null=True)
+    # Delivery attempt of the step at ``step_index`` (sendwell.ids.step_message_id): a soft bounce
+    # or a sender-side block sends the step again, under a new Message-ID, a bounded number of times.
+    step_attempt = NumberAttribute(default=0)
+    sent_attempt = NumberAttribute(default=0)  # ... and of the last step sent: a report on an older one is stale
+    soft_bounces = NumberAttribute(default=0)  # over the whole sequence: past a few, the address is gone
+    sender_blocks = NumberAttribute(default=0)  # over the whole sequence: past a few, held for an admin
+    # The bounces (their own Message-IDs) that sent a step back: a replayed poll, or a catch-up
+    # reading the same mail again days later, never sends it back twice. A few at most.
+    returned_by = ListAttribute(of=UnicodeAttribute, default=list)
 
     due_index = DueIndex()
     inbox_index = EnrollmentsByInboxIndex()
@@ -347,7 +370,23 @@ class Activity(Model):
     details = MapAttribute[str, Any](default=dict)
 
 
-ALL_MODELS: tuple[type[Model], ...] = (Inbox, Campaign, Enrollment, ReconnectLink, WebSession, Activity)
+class Suppression(Model):
+    """An address nothing is sent to again, from any campaign or inbox; keyed by the lower-cased address."""
+
+    class Meta:
+        table_name = "unbound"
+
+    email = UnicodeAttribute(hash_key=True)
+    reason = UnicodeAttribute()  # SuppressionReason
+    source = UnicodeAttribute()  # poll, unsubscribe, admin, cli
+    created_at = UTCDateTimeAttribute()
+    note = UnicodeAttribute(null=True)
+    campaign_id = UnicodeAttribute(null=True)  # where it came from, when it came from a send
+    enrollment_id = UnicodeAttribute(null=True)
+    inbox_id = UnicodeAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (Inbox, Campaign, Enrollment, ReconnectLink, WebSession, Activity, Suppression)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +397,7 @@ class TableNames:
     links: str
     sessions: str
     activity: str
+    suppressions: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +410,7 @@ class Models:
     link: type[ReconnectLink]
     session: type[WebSession]
     activity: type[Activity]
+    suppression: type[Suppression]
 
 
 def _bound(model: type[M], table_name: str, region: str, host: str | None) -> type[M]:
@@ -387,4 +428,5 @@ def bind_models(names: TableNames, *, region: str, host: str | None = None) -> M
         link=_bound(ReconnectLink, names.links, region, host),
         session=_bound(WebSession, names.sessions, region, host),
         activity=_bound(Activity, names.activity, region, host),
+        suppression=_bound(Suppression, names.suppressions, region, host),
     )

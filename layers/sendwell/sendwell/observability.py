@@ -25,6 +25,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from sendwell.failures import FailureKind
+from sendwell.inbound import InboundKind
 from sendwell.ports.platform import Email, Mailer
 
 NAMESPACE = "Sendwell"  # POWERTOOLS_METRICS_NAMESPACE in template.yaml
@@ -54,6 +55,14 @@ class Metric(enum.StrEnum):
     INBOXES_POLLED = "InboxesPolled"
     POLL_FAILURES = "PollFailures"
     POLL_LAG = "PollLagSeconds"  # how long the most overdue inbox has waited for its poll
+    # what polling read, one metric per class (INBOUND_METRICS): only mail matched to one of our sends
+    REPLIES = "RepliesReceived"
+    HARD_BOUNCES = "HardBounces"  # the address is gone: suppressed
+    SOFT_BOUNCES = "SoftBounces"  # the mailbox can't take mail for now: sent again later
+    SENDER_BLOCKS = "SenderBlocks"  # refused because of the sending inbox: counts against it
+    COMPLAINTS = "Complaints"  # reported as spam: suppressed
+    AUTO_REPLIES = "AutoReplies"
+    INBOXES_PAUSED_FOR_BLOCKS = "InboxesPausedForBlocks"
 
     # auth-failure reports, one metric per class (AUTH_FAILURE_METRICS)
     AUTH_FAILURES = "AuthFailures"
@@ -107,6 +116,18 @@ AUTH_FAILURE_METRICS: Mapping[FailureKind, Metric] = MappingProxyType(
         FailureKind.RATE_LIMITED: Metric.RATE_LIMITED_FAILURES,
         FailureKind.RECIPIENT_REJECTED: Metric.RECIPIENT_REJECTED_FAILURES,
         FailureKind.BAD_MESSAGE: Metric.BAD_MESSAGE_FAILURES,
+    }
+)
+
+
+INBOUND_METRICS: Mapping[InboundKind, Metric] = MappingProxyType(
+    {
+        InboundKind.REPLY: Metric.REPLIES,
+        InboundKind.BOUNCE: Metric.HARD_BOUNCES,
+        InboundKind.SOFT_BOUNCE: Metric.SOFT_BOUNCES,
+        InboundKind.SENDER_BLOCKED: Metric.SENDER_BLOCKS,
+        InboundKind.COMPLAINT: Metric.COMPLAINTS,
+        InboundKind.AUTO_REPLY: Metric.AUTO_REPLIES,
     }
 )
 

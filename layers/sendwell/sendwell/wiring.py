@@ -116,6 +116,9 @@ def _poll_context(
         events=SnsPublisher(aws.client("sns"), settings.inbox_events_topic_arn),
         once=once,
         isolated=PLATFORM_FAILURES,
+        mailer=_mailer(aws, settings),
+        admin_emails=settings.admin_emails,
+        workspace_name=settings.workspace_name,
     )
 
 

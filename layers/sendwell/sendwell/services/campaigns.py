@@ -18,7 +18,7 @@ from sendwell.models import Campaign, Enrollment, EnrollmentState, Models, new_s
 from sendwell.pacing import SendingWindow
 from sendwell.prospects import Prospect, ProspectImportError, RowError, parse_prospects_csv
 from sendwell.render import RenderError, required_variables
-from sendwell.services import activity
+from sendwell.services import activity, enrollment_states, suppression
 
 MAX_STEPS = 20
 ALWAYS_AVAILABLE = {"email"}  # variables every enrollment has, whatever the CSV
@@ -164,6 +164,7 @@ def campaign_variables(campaign: Campaign) -> set[str]:
 class ImportResult:
     imported: int
     campaign_id: str
+    suppressed: int = 0  # rows skipped: their address is on the suppression list
 
 
 def import_prospects(models: Models, campaign_id: str, data: bytes | str, *, now: datetime, actor: str) -> ImportResult:
@@ -180,6 +181,12 @@ def import_prospects(models: Models, campaign_id: str, data: bytes | str, *, now
                 if enrollment_id in existing
             ]
         )
+    # Suppressed addresses (bounced, unsubscribed, complained, added by hand) are skipped, not errors:
+    # a list bought or exported elsewhere carries them, and the rest of it is good.
+    blocked = suppression.suppressed_among(models, [p.email for p in prospects])
+    kept = [(p, i) for p, i in zip(prospects, ids, strict=True) if p.email.lower() not in blocked]
+    skipped = len(prospects) - len(kept)
+    prospects, ids = [p for p, _ in kept], [i for _, i in kept]
     with models.enrollment.batch_write() as batch:
         for index, (prospect, enrollment_id) in enumerate(zip(prospects, ids, strict=True)):
             batch.save(_enrollment(models, campaign, prospect, enrollment_id, index, now))
@@ -187,10 +194,11 @@ def import_prospects(models: Models, campaign_id: str, data: bytes | str, *, now
         models,
         now=now,
         kind="campaign.prospects_imported",
-        message=f"{len(prospects)} prospects imported by {actor}",
+        message=f"{len(prospects)} prospects imported by {actor}"
+        + (f"; {skipped} skipped, on the suppression list" if skipped else ""),
         campaign_ids=[campaign_id],
     )
-    return ImportResult(imported=len(prospects), campaign_id=campaign_id)
+    return ImportResult(imported=len(prospects), campaign_id=campaign_id, suppressed=skipped)
 
 
 def _enrollment(
@@ -211,3 +219,30 @@ def _enrollment(
         due_shard=shard_for(enrollment_id),
         due_at=epoch(now) + int(first.delay_seconds),
     )
+
+
+def stop_address(models: Models, email: str, *, now: datetime, reason: str) -> int:
+    """Stop every enrollment of ``email``, in every campaign, as SUPPRESSED: the address was just
+    suppressed, and none of its due steps may be dispatched. How many this call stopped.
+
+    Enrollment ids are derived from campaign and address, so this is one scan of the (few)
+    campaigns and one BatchGet; the send function checks the list too, for an import that races
+    with it.
+    """
+    ids = [enrollment_id_for(c.campaign_id, email) for c in models.campaign.scan(attributes_to_get=["campaign_id"])]
+    stopped = 0
+    for enrollment in models.enrollment.batch_get(ids):
+        if enrollment.state not in {s.value for s in enrollment_states.STOPPABLE}:
+            continue
+        if enrollment_states.stop(models, enrollment, EnrollmentState.SUPPRESSED, reason):
+            stopped += 1
+            activity.record(
+                models,
+                now=now,
+                kind="enrollment.suppressed",
+                message=f"{enrollment.email}: {reason}",
+                campaign_ids=[enrollment.campaign_id],
+                details={"enrollment_id": enrollment.enrollment_id},
+                dedup=f"{enrollment.enrollment_id}.suppressed",
+            )
+    return stopped

@@ -133,6 +133,7 @@ def describe(inbox: Inbox) -> dict[str, Any]:
         "owner_email": inbox.owner_email,
         "status": inbox.status,
         "paused": inbox.paused,
+        "paused_reason": inbox.paused_reason,  # set when sendwell paused it (sender-side blocks)
         "reason": inbox.status_reason,
         "fix": inbox.status_fix,
         "code": inbox.status_code,
@@ -147,9 +148,11 @@ def set_paused(models: Models, inbox_id: str, *, paused: bool, now: datetime, ac
     inbox = get_inbox(models, inbox_id)
     if inbox.paused == paused:
         return inbox
+    # Polling goes on while paused: replies to mail already sent must still stop their sequences,
+    # and a resumed inbox's follow-ups wait for replies to be current.
     actions: list[Any] = [models.inbox.paused.set(paused)]
-    if paused:
-        actions += [models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()]
+    if not paused:
+        actions.append(models.inbox.paused_reason.remove())  # sendwell's own pause ends with it
     if not writes.update(inbox, actions=actions, condition=models.inbox.paused == (not paused)):
         # Someone else toggled it, or our own write went through and only its answer was lost.
         inbox = models.inbox.get(inbox_id, consistent_read=True)

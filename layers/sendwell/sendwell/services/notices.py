@@ -164,6 +164,27 @@ def degraded(*, workspace: str, inbox: Inbox, since: datetime, to: Sequence[str]
     )
 
 
+def blocked(
+    *, workspace: str, inbox: Inbox, blocks: int, sent: int, last_reason: str, paused_at: datetime, to: Sequence[str]
+) -> Email:
+    """sendwell paused the inbox: receiving servers refuse its mail as coming from a blocked sender."""
+    return compose(
+        "blocked",
+        to=to,
+        subject=f"Sending paused: {inbox.address} is being refused as a sender",
+        variables={
+            "workspace": workspace,
+            "inbox_address": inbox.address,
+            "inbox_name": inbox.display_name,
+            "provider_name": provider_name(inbox.provider),
+            "blocks": blocks,
+            "sent": sent,
+            "last_reason": last_reason,
+            "paused_at": paused_at.strftime(DATE),
+        },
+    )
+
+
 def compose(
     template: str,
     *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -22,20 +22,33 @@ from pynamodb.expressions.update import Action
 from sendwell import writes
 from sendwell.clock import epoch
 from sendwell.failures import FailureKind, ProviderFailure
-from sendwell.ids import parse_step_message_id
-from sendwell.inbound import InboundKind, InboundVerdict, classify_inbound
-from sendwell.models import POLL_SHARDS, Enrollment, EnrollmentState, Inbox, InboxStatus, Models
+from sendwell.ids import parse_step_message_id, parse_step_ref
+from sendwell.inbound import InboundKind, InboundVerdict, classify_inbound, parse_message_ids
+from sendwell.models import POLL_SHARDS, Enrollment, EnrollmentState, Inbox, InboxStatus, Models, SuppressionReason
 from sendwell.ports.mailbox import InboundMessage, Mailboxes
 from sendwell.ports.messages import AuthFailureReport
-from sendwell.ports.platform import AuthFailureReporter, EventPublisher, Once
-from sendwell.services import activity, enrollment_states
+from sendwell.ports.platform import AuthFailureReporter, EventPublisher, Mailer, Once
+from sendwell.services import activity, bounces, enrollment_states, suppression
+from sendwell.services.bounces import Bounce, Returned
+from sendwell.services.campaigns import enrollment_id_for, stop_address
 from sendwell.services.inbox_health import degraded_watch
+from sendwell.services.lookups import campaigns_on
 from sendwell.writes import WriteNotDone
 
 POLL_INTERVAL = timedelta(minutes=5)
 DEFAULT_SENDER_LIMIT_PAUSE = timedelta(hours=24)
 FIRST_POLL_LOOKBACK = timedelta(days=3)
 RESYNC_MARGIN = timedelta(hours=1)
+# A bounce that names none of our Message-IDs is matched by its failed recipient to an enrollment
+# of the inbox that was sent to this recently: reports come back within days, not months.
+RECIPIENT_MATCH_WINDOW = timedelta(days=30)
+# What a delivery report can be matched to an enrollment by its failed recipient for.
+_RETURNED = (
+    InboundKind.BOUNCE,
+    InboundKind.SOFT_BOUNCE,
+    InboundKind.SENDER_BLOCKED,
+    InboundKind.COMPLAINT,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,10 @@ class PollContext:
     # failing, credentials that can't be decrypted): the run goes on with the other inboxes.
     isolated: tuple[type[Exception], ...] = (WriteNotDone,)
     interval: timedelta = POLL_INTERVAL
+    # Who hears that an inbox was paused for sender-side blocks (no mailer: the event and log only).
+    mailer: Mailer | None = None
+    admin_emails: Sequence[str] = ()
+    workspace_name: str = "sendwell"
 
 
 @dataclass
@@ -56,6 +73,9 @@ class PollResult:
     inbox_id: str
     fetched: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    # The same outcomes by campaign, for the messages matched to one of its enrollments.
+    by_campaign: Counter[tuple[str, str]] = field(default_factory=Counter)
+    paused_for_blocks: bool = False
     failure: str | None = None  # the failure code when the poll could not run
 
 
@@ -118,22 +138,15 @@ def poll_inbox(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime
         _on_poll_failure(ctx, inbox, error, now)
         return result
     result.fetched = len(messages)
-    # Several messages of a poll often share a thread: look each thread up once.
-    threads: dict[str, Enrollment | None] = {}
-
-    def thread_enrollment(thread_id: str) -> Enrollment | None:
-        if thread_id not in threads:
-            threads[thread_id] = _thread_enrollment(ctx.models, inbox, thread_id)
-        return threads[thread_id]
-
+    lookups = _Lookups(ctx.models, inbox)
     for message in messages:
         verdict = classify_inbound(
             message.message,
             is_ours=lambda message_id: parse_step_message_id(message_id) is not None,
-            thread_is_ours=lambda thread: thread_enrollment(thread) is not None,
+            thread_is_ours=lambda thread: lookups.thread(thread) is not None,
             provider_thread_id=message.thread_id,
         )
-        result.outcomes[_apply(ctx, inbox, message, verdict, now, thread_enrollment)] += 1
+        _apply(ctx, inbox, message, verdict, now, lookups, result)
     _save_cursor(ctx, inbox, cursor_before=inbox.poll_cursor, cursor_after=new_cursor, now=now)
     return result
 
@@ -148,7 +161,7 @@ def _save_cursor(
         table.transient_since.remove(),
         table.degraded_notified.set(False),
     ]
-    if inbox.status == InboxStatus.CONNECTED and not inbox.paused:
+    if inbox.status == InboxStatus.CONNECTED:  # paused too: its replies still stop sequences
         actions.append(table.next_poll_at.set(epoch(now + ctx.interval) + secrets.randbelow(30)))
     condition = table.poll_cursor.does_not_exist() if cursor_before is None else table.poll_cursor == cursor_before
     # False: a concurrent poll saved a newer cursor; ours would move it backwards.
@@ -172,14 +185,43 @@ def _on_poll_failure(ctx: PollContext, inbox: Inbox, error: ProviderFailure, now
 # ------------------------------------------------------------------------------------ verdicts
 
 
+class _Lookups:
+    """One poll's lookups of enrollments, each made once: several messages often share a thread,
+    and the inbox's campaigns are listed only when a bounce names none of our Message-IDs."""
+
+    def __init__(self, models: Models, inbox: Inbox) -> None:
+        self.models, self.inbox = models, inbox
+        self._threads: dict[str, Enrollment | None] = {}
+        self._campaign_ids: list[str] | None = None
+
+    def thread(self, thread_id: str) -> Enrollment | None:
+        if thread_id not in self._threads:
+            self._threads[thread_id] = _thread_enrollment(self.models, self.inbox, thread_id)
+        return self._threads[thread_id]
+
+    def recipient(self, addresses: Sequence[str], now: datetime) -> Enrollment | None:
+        """The enrollment of this inbox most recently sent to one of ``addresses``."""
+        if self._campaign_ids is None:
+            self._campaign_ids = [c.campaign_id for c in campaigns_on(self.models, self.inbox.inbox_id)]
+        ids = [enrollment_id_for(campaign_id, a) for campaign_id in self._campaign_ids for a in addresses[:10]]
+        recent = epoch(now - RECIPIENT_MATCH_WINDOW)
+        candidates = [
+            e
+            for e in self.models.enrollment.batch_get(ids)
+            if e.inbox_id == self.inbox.inbox_id and e.last_sent_at is not None and epoch(e.last_sent_at) >= recent
+        ]
+        return max(candidates, key=lambda e: e.last_sent_at or now, default=None)
+
+
 def _apply(
     ctx: PollContext,
     inbox: Inbox,
     message: InboundMessage,
     verdict: InboundVerdict,
     now: datetime,
-    thread_enrollment: Callable[[str], Enrollment | None],
-) -> str:
+    lookups: _Lookups,
+    result: PollResult,
+) -> None:
     kind = verdict.kind
     if kind is InboundKind.SENDER_LIMIT:
         until = now + (verdict.pause or DEFAULT_SENDER_LIMIT_PAUSE)
@@ -192,19 +234,33 @@ def _apply(
             inbox_id=inbox.inbox_id,
             dedup=f"limit.{message.provider_id}",
         )
-        return kind.value
-    if kind is InboundKind.OTHER:
-        return kind.value
-    enrollment = _enrollment_for(ctx.models, inbox, message, verdict, thread_enrollment)
+        result.outcomes[kind.value] += 1
+        return
+    if kind in (InboundKind.OTHER, InboundKind.RECEIPT):
+        result.outcomes[kind.value] += 1
+        return
+    enrollment = _enrollment_for(ctx.models, inbox, message, verdict, lookups, now)
     if enrollment is None:
-        return "unmatched"
+        result.outcomes["unmatched"] += 1
+        return
+    result.outcomes[kind.value] += 1
+    result.by_campaign[(enrollment.campaign_id, kind.value)] += 1
     if kind is InboundKind.REPLY:
         _stop(ctx, enrollment, EnrollmentState.REPLIED, "the prospect replied", message, now)
     elif kind is InboundKind.COMPLAINT:
-        _stop(ctx, enrollment, EnrollmentState.COMPLAINED, "the recipient reported the email as spam", message, now)
+        reason = "the recipient reported the email as spam"
+        _suppress(ctx, enrollment, EnrollmentState.COMPLAINED, reason, message, now, inbox_id=inbox.inbox_id)
     elif kind is InboundKind.BOUNCE:
         reason = " ".join(filter(None, ["bounced", verdict.status, verdict.diagnostic]))
-        _stop(ctx, enrollment, EnrollmentState.BOUNCED, reason, message, now)
+        _suppress(ctx, enrollment, EnrollmentState.BOUNCED, reason, message, now)
+    elif kind is InboundKind.SOFT_BOUNCE:
+        _soft_bounce(ctx, enrollment, message, _bounce(message, verdict, now), now)
+    elif kind is InboundKind.SENDER_BLOCKED:
+        bounce = _bounce(message, verdict, now)
+        returned = _sender_block(ctx, enrollment, message, bounce, now)
+        new = returned in (Returned.RESENT_LATER, Returned.NOTED, Returned.HELD)
+        if bounces.count_block(ctx, inbox, bounce, new=new):
+            result.paused_for_blocks = True
     elif kind is InboundKind.AUTO_REPLY:
         campaign = ctx.models.campaign.get(enrollment.campaign_id)
         if campaign.stop_on_auto_reply:
@@ -218,16 +274,94 @@ def _apply(
             )
         else:
             _note(ctx, enrollment, "enrollment.auto_reply", "auto-reply received; the sequence goes on", message, now)
-    elif kind is InboundKind.SOFT_BOUNCE:
+
+
+def _bounce(message: InboundMessage, verdict: InboundVerdict, now: datetime) -> Bounce:
+    own = parse_message_ids(str(message.message.get("Message-ID", "") or ""))
+    return Bounce(
+        key=own[0] if own else f"provider:{message.provider_id}",
+        step=parse_step_ref(verdict.message_id) if verdict.message_id else None,
+        status=verdict.status,
+        diagnostic=verdict.diagnostic,
+        # The poll's time, not the report's Date: retries and the day's block count run on our
+        # clock (a report's Date can be days off). A replay is recognised by ``key`` instead.
+        at=now,
+    )
+
+
+def _soft_bounce(
+    ctx: PollContext, enrollment: Enrollment, message: InboundMessage, bounce: Bounce, now: datetime
+) -> None:
+    returned = bounces.send_back(ctx.models, enrollment, bounce, blocked=False)
+    detail = bounce.detail() or "4.x.x"
+    if returned is Returned.GONE:
+        reason = (
+            f"bounced: the mailbox refused {bounces.MAX_SOFT_BOUNCES + 1} times for now ({detail}); treated as gone"
+        )
+        _suppress(ctx, enrollment, EnrollmentState.BOUNCED, reason, message, now)
+    elif returned is Returned.RESENT_LATER:
+        text = f"the mailbox can't take mail for now ({detail}); the email goes out again later"
+        _note(ctx, enrollment, "enrollment.soft_bounce", text, message, now)
+    elif returned is Returned.NOTED:
         _note(
             ctx,
             enrollment,
             "enrollment.soft_bounce",
-            f"delivery delayed ({verdict.status or '4.x.x'}); the sequence goes on",
+            f"delivery delayed ({detail}); the sequence goes on",
             message,
             now,
         )
-    return kind.value
+
+
+def _sender_block(
+    ctx: PollContext, enrollment: Enrollment, message: InboundMessage, bounce: Bounce, now: datetime
+) -> Returned:
+    returned = bounces.send_back(ctx.models, enrollment, bounce, blocked=True)
+    detail = bounce.detail() or "no reason given"
+    texts = {
+        Returned.RESENT_LATER: f"refused because of the sending inbox, not the address ({detail}); "
+        "the email goes out again later from the same inbox",
+        Returned.NOTED: f"refused because of the sending inbox, not the address ({detail})",
+        Returned.HELD: f"refused {bounces.MAX_SENDER_BLOCKS + 1} times because of the sending inbox ({detail}); "
+        "held for an admin, not marked bounced",
+    }
+    if returned in texts:
+        _note(ctx, enrollment, "enrollment.sender_blocked", texts[returned], message, now, inbox_id=enrollment.inbox_id)
+    return returned
+
+
+_SUPPRESSED_FOR = {
+    EnrollmentState.BOUNCED: SuppressionReason.BOUNCED,
+    EnrollmentState.COMPLAINED: SuppressionReason.COMPLAINED,
+}
+
+
+def _suppress(
+    ctx: PollContext,
+    enrollment: Enrollment,
+    state: EnrollmentState,
+    reason: str,
+    message: InboundMessage,
+    now: datetime,
+    *,
+    inbox_id: str | None = None,
+) -> None:
+    """Suppress the address everywhere, stop this enrollment in ``state``, then the address's
+    enrollments in other campaigns. In that order: a fault in between leaves the cursor where it
+    was, and the replay finishes it (each step changes nothing the second time)."""
+    suppression.suppress(
+        ctx.models,
+        enrollment.email,
+        reason=_SUPPRESSED_FOR[state],
+        now=now,
+        source="poll",
+        note=reason,
+        campaign_id=enrollment.campaign_id,
+        enrollment_id=enrollment.enrollment_id,
+        inbox_id=enrollment.inbox_id,
+    )
+    _stop(ctx, enrollment, state, reason, message, now, inbox_id=inbox_id)
+    stop_address(ctx.models, enrollment.email, now=now, reason=f"suppressed: {state.value} in another campaign")
 
 
 def _enrollment_for(
@@ -235,17 +369,24 @@ def _enrollment_for(
     inbox: Inbox,
     message: InboundMessage,
     verdict: InboundVerdict,
-    thread_enrollment: Callable[[str], Enrollment | None],
+    lookups: _Lookups,
+    now: datetime,
 ) -> Enrollment | None:
     if verdict.message_id:
         named = parse_step_message_id(verdict.message_id)
         if named is not None:
             try:
-                enrollment = models.enrollment.get(named[0])
+                enrollment = models.enrollment.get(named[0], consistent_read=True)
             except DoesNotExist:
                 return None
             return enrollment if enrollment.inbox_id == inbox.inbox_id else None
-    return thread_enrollment(message.thread_id) if message.thread_id else None
+    if message.thread_id:
+        found = lookups.thread(message.thread_id)
+        if found is not None:
+            return found
+    if verdict.kind in _RETURNED and verdict.recipients:
+        return lookups.recipient(verdict.recipients, now)
+    return None
 
 
 def _thread_enrollment(models: Models, inbox: Inbox, thread_id: str) -> Enrollment | None:
@@ -264,10 +405,12 @@ def _stop(
     reason: str,
     message: InboundMessage,
     now: datetime,
+    *,
+    inbox_id: str | None = None,
 ) -> None:
     if not enrollment_states.stop(ctx.models, enrollment, state, reason):
         return  # it had already stopped for another reason
-    _note(ctx, enrollment, f"enrollment.{state.value}", reason, message, now)
+    _note(ctx, enrollment, f"enrollment.{state.value}", reason, message, now, inbox_id=inbox_id)
     ctx.once.run(
         f"{enrollment.enrollment_id}:{state.value}",
         lambda: _publish(ctx, enrollment, state, reason),
@@ -290,13 +433,21 @@ def _publish(ctx: PollContext, enrollment: Enrollment, state: EnrollmentState, r
 
 
 def _note(
-    ctx: PollContext, enrollment: Enrollment, kind: str, text: str, message: InboundMessage, now: datetime
+    ctx: PollContext,
+    enrollment: Enrollment,
+    kind: str,
+    text: str,
+    message: InboundMessage,
+    now: datetime,
+    *,
+    inbox_id: str | None = None,  # what counts against the inbox (blocks, complaints) is in its log too
 ) -> None:
     activity.record(
         ctx.models,
         now=_arrived_at(message, now),
         kind=kind,
         message=f"{enrollment.email}: {text}",
+        inbox_id=inbox_id,
         campaign_ids=[enrollment.campaign_id],
         details={"enrollment_id": enrollment.enrollment_id, "provider_message_id": message.provider_id},
         dedup=f"{kind}.{message.provider_id}",

@@ -48,7 +48,7 @@ from sendwell.ports.mailbox import Mailbox, Mailboxes, SentReceipt
 from sendwell.ports.messages import AuthFailureReport, SendRequest
 from sendwell.ports.platform import AuthFailureReporter
 from sendwell.render import RenderError, render_step
-from sendwell.services import activity, enrollment_states
+from sendwell.services import activity, enrollment_states, suppression
 from sendwell.services.inbox_health import degraded_watch, replies_are_current
 from sendwell.services.polling import POLL_INTERVAL
 
@@ -66,6 +66,7 @@ class Outcome(enum.StrEnum):
     AUTH_FAILURE = "auth_failure"  # reported to the auth-failure queue; the step stays due
     HELD_FOR_REPLIES = "held_for_replies"  # a follow-up while the inbox's replies aren't current
     UNCONFIRMED = "unconfirmed"  # an earlier attempt may have delivered it: held, never resent by itself
+    SUPPRESSED = "suppressed"  # the address went on the suppression list after the step was queued
 
 
 class RetryLater(Exception):
@@ -118,7 +119,15 @@ def send_step(ctx: SendContext, request: SendRequest, *, now: datetime, redelive
         _stop_enrollment(models, enrollment, EnrollmentState.FAILED, "its campaign was deleted", now)
         _release(models, inbox, claim, refund=True, now=now)
         return Outcome.FAILED
-    message_id = step_message_id(enrollment.enrollment_id, request.step_index, inbox.address)
+    if not attempted_before(enrollment) and suppression.is_suppressed(models, enrollment.email):
+        # Checked before the attempt is marked: nothing went out, and nothing ever will. (An earlier
+        # attempt that may have sent is settled first, below, as it would be otherwise.)
+        _stop_enrollment(models, enrollment, EnrollmentState.SUPPRESSED, "its address is on the suppression list", now)
+        _release(models, inbox, claim, refund=True, now=now)
+        return Outcome.SUPPRESSED
+    message_id = step_message_id(
+        enrollment.enrollment_id, request.step_index, inbox.address, attempt=int(enrollment.step_attempt)
+    )
     try:
         mailbox = ctx.mailboxes.open(inbox)
         if attempted_before(enrollment):
@@ -399,6 +408,8 @@ def _record_sent(
         table.step_index.set(step_index + 1),
         table.last_sent_at.set(now),
         table.send_attempt.remove(),
+        table.sent_attempt.set(int(enrollment.step_attempt)),
+        table.step_attempt.remove(),  # the next step's first delivery
     ]
     if receipt.thread_id and receipt.thread_id != enrollment.thread_id:
         # A new thread: index it once, so a reply that names only the thread finds its enrollment.

@@ -7,8 +7,9 @@ from datetime import datetime
 
 from pynamodb.exceptions import DoesNotExist
 
-from sendwell.models import EnrollmentState, Models
-from sendwell.services import activity, enrollment_states
+from sendwell.models import EnrollmentState, Models, SuppressionReason
+from sendwell.services import activity, enrollment_states, suppression
+from sendwell.services.campaigns import stop_address
 
 _ENROLLMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -22,7 +23,21 @@ def unsubscribe(models: Models, enrollment_id: str, *, now: datetime) -> bool:
     except DoesNotExist:
         return False
     reason = "unsubscribed from the link in an email"
-    if not enrollment_states.stop(models, enrollment, EnrollmentState.UNSUBSCRIBED, reason):
+    # Everywhere, not only this campaign: the list first, so a fault after it still keeps the
+    # address out of every import and send; the replayed request finishes the rest.
+    suppression.suppress(
+        models,
+        enrollment.email,
+        reason=SuppressionReason.UNSUBSCRIBED,
+        now=now,
+        source="unsubscribe",
+        campaign_id=enrollment.campaign_id,
+        enrollment_id=enrollment_id,
+        inbox_id=enrollment.inbox_id,
+    )
+    stopped = enrollment_states.stop(models, enrollment, EnrollmentState.UNSUBSCRIBED, reason)
+    stop_address(models, enrollment.email, now=now, reason="suppressed: unsubscribed from another campaign")
+    if not stopped:
         return True  # already stopped (replied, finished): nothing more to send
     activity.record(
         models,
