@@ -13,7 +13,7 @@ import pytest
 from sendwell.adapters.aws import SesMailer, SnsPublisher
 from sendwell.adapters.once import IdempotentRunner
 from sendwell.ids import step_message_id
-from sendwell.models import EnrollmentState
+from sendwell.models import Enrollment, EnrollmentState
 from sendwell.services import activity, bounces, suppression
 from sendwell.services.campaigns import enrollment_id_for
 from sendwell.services.dispatch import dispatch_due_steps
@@ -114,20 +114,38 @@ def test_a_soft_bounce_sends_the_step_again_later_under_a_new_message_id(
     assert sent.step_index == 1 and sent.step_attempt == 0
 
 
+def _returned_each_time(
+    gmail: SendWorld,
+    ctx: PollContext,
+    providers: ProviderSandbox,
+    enrollment_id: str,
+    report: tuple[str, str],
+    *,
+    times: int,
+    every: timedelta,
+) -> list[tuple[int, Enrollment]]:
+    """Send step 0, have it come back with ``report``, poll; ``times`` over. The enrollment after each."""
+    email = gmail.models.enrollment.get(enrollment_id).email
+    after = []
+    for attempt in range(times):
+        later = every * attempt
+        assert gmail.send(enrollment_id, 0, later=later) is Outcome.SENT
+        ours = step_message_id(enrollment_id, 0, ALICE, attempt=attempt)
+        providers.sandbox.deliver_gmail(ALICE, dsn(email, report, original_id=ours, n=attempt))
+        poll_inbox(ctx, gmail.inbox(), now=gmail.start + later + timedelta(minutes=5))
+        after.append((attempt, gmail.models.enrollment.get(enrollment_id, consistent_read=True)))
+    return after
+
+
 def test_soft_bounces_past_the_limit_treat_the_address_as_gone(
     gmail: SendWorld, aws: Deployment, providers: ProviderSandbox
 ) -> None:
     enrollment_id = _enroll(gmail, "full@client.example")
     ctx = _context(gmail, aws)
     poll_inbox(ctx, gmail.inbox(), now=gmail.start)
-    later = timedelta(0)
-    for attempt in range(bounces.MAX_SOFT_BOUNCES + 1):
-        assert gmail.send(enrollment_id, 0, later=later) is Outcome.SENT
-        ours = step_message_id(enrollment_id, 0, ALICE, attempt=attempt)
-        providers.sandbox.deliver_gmail(ALICE, dsn("full@client.example", FULL, original_id=ours, n=attempt))
-        poll_inbox(ctx, gmail.inbox(), now=gmail.start + later + timedelta(minutes=5))
-        later += timedelta(days=4)
-        enrollment = gmail.models.enrollment.get(enrollment_id, consistent_read=True)
+    for attempt, enrollment in _returned_each_time(
+        gmail, ctx, providers, enrollment_id, FULL, times=bounces.MAX_SOFT_BOUNCES + 1, every=timedelta(days=4)
+    ):
         if attempt < bounces.MAX_SOFT_BOUNCES:
             assert enrollment.state == EnrollmentState.ACTIVE and enrollment.step_attempt == attempt + 1
     assert enrollment.state == EnrollmentState.BOUNCED and enrollment.due_at is None
@@ -196,14 +214,9 @@ def test_a_prospect_refused_for_the_inbox_too_often_is_held_not_bounced(
     enrollment_id = _enroll(gmail, "valid@client.example")
     ctx = _context(gmail, aws)
     poll_inbox(ctx, gmail.inbox(), now=gmail.start)
-    later = timedelta(0)
-    for attempt in range(bounces.MAX_SENDER_BLOCKS + 1):
-        assert gmail.send(enrollment_id, 0, later=later) is Outcome.SENT
-        ours = step_message_id(enrollment_id, 0, ALICE, attempt=attempt)
-        providers.sandbox.deliver_gmail(ALICE, dsn("valid@client.example", BLOCKED, original_id=ours, n=attempt))
-        poll_inbox(ctx, gmail.inbox(), now=gmail.start + later + timedelta(minutes=5))
-        later += timedelta(days=2)
-    held = gmail.models.enrollment.get(enrollment_id, consistent_read=True)
+    *_, (_, held) = _returned_each_time(
+        gmail, ctx, providers, enrollment_id, BLOCKED, times=bounces.MAX_SENDER_BLOCKS + 1, every=timedelta(days=2)
+    )
     assert held.state == EnrollmentState.PAUSED and held.due_at is None
     assert "sending inbox" in (held.state_reason or "")
     assert not suppression.is_suppressed(gmail.models, "valid@client.example")
