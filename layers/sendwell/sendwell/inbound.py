@@ -17,6 +17,7 @@ Message-IDs are handled without angle brackets.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from email.message import EmailMessage, Message
 from email.parser import HeaderParser
 from email.utils import parseaddr
 from html.parser import HTMLParser
+from typing import Any
+
+from sendwell import bounce_reasons
 
 
 class InboundKind(enum.StrEnum):
@@ -79,6 +83,12 @@ def classify_inbound(
     """Decide what ``msg`` is. ``is_ours`` answers whether a Message-ID (no brackets) is one we sent."""
     recipients = _delivery_status_recipients(msg)
     text = _own_text(msg)
+    notification = _ses_notification(msg, text)
+    if notification is not None:
+        kind, recipients, original_ids = notification
+        if kind is InboundKind.COMPLAINT:
+            return InboundVerdict(kind, message_id=_first_ours(original_ids, is_ours))
+        return _delivery_report_verdict(msg, recipients, text, is_ours, original_ids)
     if recipients or _looks_like_delivery_report(msg, text):
         return _delivery_report_verdict(msg, recipients, text, is_ours)
 
@@ -110,6 +120,7 @@ class _RecipientStatus:
     action: str  # failed | delayed | delivered | relayed | expanded
     status: str
     diagnostic: str | None
+    diagnostic_type: str = "smtp"  # Diagnostic-Code: smtp; ... | x-unix; ... | x-postfix; ...
 
 
 _DELIVERY_STATUS = frozenset({"message/delivery-status", "message/global-delivery-status"})
@@ -126,9 +137,42 @@ _SMTP_REPLY_BARE = re.compile(
 )
 
 _BOUNCE_SUBJECT = re.compile(
-    r"^\s*(?:undeliverable|undelivered mail returned to sender|delivery status notification"
-    r"|mail delivery failed|failure notice|returned mail|delivery failure|delayed mail"
-    r"|delivery delayed|mail delivery failure|message not delivered|unzustellbar|non remis)",
+    r"^\s*(?:undeliverable|undelivered mail|delivery status notification|(?:mail )?delivery (?:has )?failed"
+    r"|failure notice|returned mail|delivery failure|delayed mail|delivery delayed|mail delivery failure"
+    r"|message not delivered|(?:mail )?delivery notification|failed delivery|mail failed|delivery problem"
+    r"|mail system error|message delivery has failed|there was an error sending|warning: message .{0,80} delayed"
+    r"|non-?delivery|could not deliver|delivery report"
+    r"|unzustellbar|nicht zustellbar|zustellung fehlgeschlagen|unzustellbare"  # de
+    r"|non remis|non distribu|[ée]chec de (?:la )?(?:remise|distribution)|rapport de non-remise"  # fr
+    r"|no (?:se puede|se pudo) entregar|no entregad|error (?:en la|de) entrega|entrega fallida"  # es
+    r"|n[ãa]o (?:entregue|foi poss[íi]vel entregar)|falha n[ao] entrega|mensagem n[ãa]o entregue"  # pt
+    r"|non recapitabil|mancato recapito|impossibile recapitare|consegna non riuscita"  # it
+    r"|onbestelbaar|niet (?:bezorgd|afgeleverd)|bezorging mislukt"  # nl
+    r"|недостав|не доставлен|ошибка доставки|возвращ[её]нное (?:сообщение|письмо)"  # ru
+    r")"
+    r"|配信でき|配送でき|送信でき|届きませんでした|メールエラー|配信エラー|配送エラー"  # ja, anywhere
+    r"|配信失敗|エラーメール"
+    r"|退信|无法投递|投递失败|未能送达|发送失败|無法傳遞|無法投遞|傳送失敗",  # zh
+    re.IGNORECASE,
+)
+# The words of a report that says a delivery failed or is late, in the report's own text: these
+# make a machine-sent message a report even under a subject we don't know.
+_BOUNCE_TEXT = re.compile(
+    r"(?:could ?n[o']t|can ?not|cannot|was ?n[o']t|were ?n[o']t|has ?n[o']t|have ?n[o']t|unable to) (?:yet )?"
+    r"(?:be |been )?deliver|not (?:yet )?been delivered|did not reach|undeliverable|delivery (?:has )?failed"
+    r"|delivery failure|failed permanently|permanent (?:fatal )?error|returned permanent errors"
+    r"|following (?:address(?:\(?es\)?)?|recipients?\(?s?\)?) (?:failed|could not be reached|had permanent)"
+    r"|trouble delivering|error sending your (?:mail|message)|rejected by (?:a |the )?remote (?:mail )?server"
+    r"|delivery (?:to the following recipients? )?(?:has been |was )?delayed|still being retried"
+    r"|konnte nicht (?:zugestellt|ausgeliefert)|nicht zugestellt|unzustellbar"  # de
+    r"|n'a pas (?:pu|été) (?:être )?(?:remis|distribu|livr)|impossible de (?:remettre|distribuer)"  # fr
+    r"|no (?:se ha podido|se pudo|pudo ser|se puede) entregar|no (?:pudo ser|fue) entregad"  # es
+    r"|n[ãa]o (?:foi poss[íi]vel entregar|p[ôo]de ser entregue|foi entregue)"  # pt
+    r"|non (?:è stato possibile|è stato|può essere) recapit|impossibile recapitare|mancato recapito"  # it
+    r"|(?:kon|kan) niet worden (?:bezorgd|afgeleverd)|onbestelbaar"  # nl
+    r"|не (?:может быть|удалось|было|был) ?(?:доставлен|доставить)|не доставлен|ошибка доставки"  # ru
+    r"|配信できません|配送できません|送信できません|届きませんでした|宛先不明|配信に失敗|配送に失敗"  # ja
+    r"|无法投递|投递失败|未能送达|无法送达|無法傳遞|無法投遞|傳送失敗",  # zh
     re.IGNORECASE,
 )
 _DAEMON_LOCAL_PARTS = frozenset(
@@ -142,7 +186,10 @@ _QMAIL_REPORT = re.compile(r"this is the qmail-send program|i'm afraid i wasn't 
 # Where a plain-text report starts quoting the original message: nothing below is the report.
 _QUOTED_ORIGINAL = re.compile(
     r"^-{2,} ?(?:below this line is a copy of the message|this is a copy of the message"
-    r"|original message follows|start of returned message)",
+    r"|original message follows|start of returned message)"
+    # A marker alone on its line: Gmail's "----- Original message -----", IMail's "Original message
+    # follows.", DragonFly's "Message headers follow." (never "The original message was received").
+    r"|^[ \t-]*(?:original message(?: follows)?|message headers follow|original message headers?)[ \t.:-]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*Message-ID:[ \t]*(<[^<>\n]+>)", re.IGNORECASE | re.MULTILINE)
@@ -187,8 +234,9 @@ def _delivery_report_verdict(
     recipients: Sequence[_RecipientStatus],
     text: str,
     is_ours: Callable[[str], bool],
+    original_ids: Sequence[str] = (),
 ) -> InboundVerdict:
-    message_id = _first_ours(_bounced_ids(msg, text), is_ours)
+    message_id = _first_ours([*original_ids, *_bounced_ids(msg, text)], is_ours)
     report = _QUOTED_ORIGINAL.split(text, maxsplit=1)[0]
     subject = _header(msg, "Subject") or ""
     diagnostics = [r.diagnostic for r in recipients if r.diagnostic]
@@ -210,8 +258,13 @@ def _delivery_report_verdict(
             return InboundVerdict(InboundKind.RECEIPT, message_id=message_id)  # a success notice, never a bounce
         failed_now = [r for r in recipients if not r.status.startswith("2")]
         first = failed_now[0]
-        reason, kind = bounce_reason(first.status, first.diagnostic or _reason_text(report), first.action)
-        same = [r for r in failed_now if bounce_reason(r.status, r.diagnostic or "", r.action)[1] is kind] or [first]
+        command = bounce_reasons.smtp_command(report)
+        reason, kind = bounce_reason(
+            first.status, first.diagnostic or _reason_text(report), first.action, command, first.diagnostic_type
+        )
+        same = [r for r in failed_now if bounce_reason(r.status, r.diagnostic or "", r.action, command)[1] is kind] or [
+            first
+        ]
         return InboundVerdict(
             kind,
             message_id=message_id,
@@ -227,7 +280,10 @@ def _delivery_report_verdict(
         return InboundVerdict(InboundKind.RECEIPT, message_id=message_id)
     delayed = (text_status or "").startswith("4") or bool(_SOFT_WORDS.search(f"{subject}\n{report}"))
     reason, kind = bounce_reason(
-        text_status, text_diagnostic or _reason_text(report), "delayed" if delayed else "failed"
+        text_status,
+        text_diagnostic or _reason_text(report),
+        "delayed" if delayed else "failed",
+        bounce_reasons.smtp_command(report),
     )
     return InboundVerdict(
         kind,
@@ -267,7 +323,8 @@ _SENDER_SIDE_REASONS = {
     r"|rejected by (?:the )?(?:recipient|destination) domain",
     "rejected": r"sender (?:address )?(?:rejected|denied|refused|blocked|not allowed)|envelope sender|domain of sender"
     r"|sender domain|from address|return-?path|mail from|sender .{0,20}(?:not|isn't) (?:allowed|permitted|accepted)"
-    r"|address (?:rejected|not accepted) by (?:policy|sender)",
+    r"|address (?:rejected|not accepted) by (?:policy|sender)"
+    r"|permission to post|google groups|groups\.google\.com",  # a group that takes no posts from us
     "securityerror": r"insecure|tls required|starttls|encryption (?:required|needed)|security",
     "filtered": r"filter|refused by (?:recipient|user)|recipient (?:has )?(?:refused|rejected) (?:your"
     r"|this) (?:mail|message)",
@@ -283,8 +340,16 @@ _HARD_REASONS = {
     r"|invalid (?:recipient|mailbox|address|user)|not a valid (?:mailbox|recipient|user)"
     r"|no mailbox|does not exist|doesn't exist|not our customer|unrouteable address|recipient not found"
     r"|address (?:not found|unknown|invalid)|no longer (?:valid|in use|available|exists)|disabled recipient"
-    r"|undeliverable address|bad destination mailbox|nicht gefunden|n'existe pas|inexistente"
-    r"|no existe|nonexistent|non-existent",
+    r"|undeliverable address|bad destination mailbox|nonexistent|non-existent"
+    r"|benutzer unbekannt|unbekannter (?:benutzer|empf[äa]nger)|empf[äa]nger unbekannt|nicht gefunden"  # de
+    r"|utilisateur inconnu|destinataire inconnu|n'existe pas|adresse (?:invalide|inconnue)"  # fr
+    r"|usuario desconocido|destinatario desconocido|no existe|inexistente"  # es, pt
+    r"|usu[áa]rio desconhecido|destinat[áa]rio desconhecido|n[ãa]o existe"  # pt
+    r"|utente sconosciuto|destinatario sconosciuto|non esiste"  # it
+    r"|gebruiker onbekend|onbekende (?:gebruiker|ontvanger)|bestaat niet"  # nl
+    r"|пользовател\w* не (?:найден|существует)|нет такого (?:пользователя|адресата|ящика)|адрес не существует"  # ru
+    r"|ユーザ(?:ー)?が(?:存在しません|見つかりません)|宛先不明|存在しないアドレス"  # ja
+    r"|用户不存在|收件人不存在|地址不存在|用戶不存在|帳號不存在",  # zh
     "hostunknown": r"host (?:or domain )?(?:name )?(?:not found|unknown)|unknown host|domain (?:not found"
     r"|does not exist|unknown)"
     r"|no (?:mx|a) record|unrouteable (?:mail )?domain|name or service not known|nxdomain|host unknown|unknown domain"
@@ -296,7 +361,11 @@ _HARD_REASONS = {
 _SOFT_REASONS = {
     "mailboxfull": r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|full|limit)|exceeded (?:the )?(?:storage|quota)"
     r"|insufficient (?:storage|disk|space)|out of (?:storage|space)|mailbox (?:size|storage) limit|full mailbox"
-    r"|user is over|disk full|too much mail|postfach voll|boîte .{0,20}pleine|mailfolder is full",
+    r"|user is over|disk full|too much mail|mailfolder is full"
+    r"|postfach (?:ist )?voll|speicherplatz|boîte .{0,20}pleine|buz[óo]n (?:est[áa] )?lleno"  # de, fr, es
+    r"|caixa (?:de correio )?(?:est[áa] )?cheia|casella (?:di posta )?(?:è )?piena|(?:postvak|mailbox) (?:is )?vol"
+    r"|ящик переполнен|превышен\w* (?:квот|размер)|容量(?:超過|オーバー)|メールボックスがいっぱい"  # ru, ja
+    r"|邮箱已满|信箱已滿|空间不足",  # zh
     "mesgtoobig": r"(?:message|mail) (?:is )?too (?:large|big)|message size|size (?:limit|exceeds)"
     r"|exceeds (?:the )?(?:maximum|size)"
     r"|too large|message length exceeds",
@@ -378,33 +447,100 @@ _REASON_KIND = {reason: kind for reason, kind, _pattern in _COMPILED} | {
 }
 
 
-def bounce_reason(status: str | None, diagnostic: str | None, action: str = "failed") -> tuple[str, InboundKind]:
-    """The reason a delivery failed and what it means for the prospect (see the tables above)."""
-    words = diagnostic or ""
-    by_status = _STATUS_REASONS.get(status or "")
-    for reason, kind, pattern in _COMPILED:
-        if pattern.search(words):
-            # A 4.x.x says "not now" whatever the words: the address can't be gone yet.
-            if kind is InboundKind.BOUNCE and (action == "delayed" or (status or "").startswith("4")):
-                return "expired", InboundKind.SOFT_BOUNCE
-            return reason, kind
-    if by_status:
-        kind = _REASON_KIND[by_status]
-        if kind is InboundKind.BOUNCE and (action == "delayed" or (status or "").startswith("4")):
-            return "expired", InboundKind.SOFT_BOUNCE
-        return by_status, kind
-    if action == "delayed" or (status or "").startswith("4") or not status:
-        # No status at all, or "try later": nothing says the address is gone.
-        return ("expired" if action == "delayed" else "undefined"), InboundKind.SOFT_BOUNCE
-    if status.startswith("5.7"):
-        return "securityerror", InboundKind.SENDER_BLOCKED
-    return "userunknown" if status.startswith("5.1") else "undefined", (
-        InboundKind.BOUNCE if status.startswith(("5.1", "5.0")) else InboundKind.SOFT_BOUNCE
+_HARD = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept", "suppressed"})
+_SOFT = frozenset(
+    {"mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "expired", "networkerror", "mailererror"}
+    | {"systemerror", "systemfull", "filtered", "onhold", "undefined"}
+)  # everything else sisimai names is refused for who *we* are: sender-side
+
+
+def bounce_reason(
+    status: str | None,
+    diagnostic: str | None,
+    action: str = "failed",
+    command: str | None = None,
+    diagnostic_type: str = "smtp",
+) -> tuple[str, InboundKind]:
+    """The reason a delivery failed and what it means for the prospect.
+
+    sisimai's reading of the reply (``bounce_reasons``) first; where its words find nothing, ours,
+    which also know the localised phrases. "filtered" (a recipient-side filter turned the message
+    away, often worded "user unknown" after DATA) is soft, as sisimai has it: retried, then given up.
+    """
+    failure = bounce_reasons.Failure(status, diagnostic or "", action, command, diagnostic_type)
+    reason = bounce_reasons.find(failure)
+    if reason in ("onhold", "undefined"):
+        reason = _own_reason(status, diagnostic or "", action) or reason
+    kind = (
+        InboundKind.BOUNCE
+        if reason in _HARD
+        else InboundKind.SOFT_BOUNCE
+        if reason in _SOFT
+        else InboundKind.SENDER_BLOCKED
     )
+    # A 4.x.x says "not now" whatever the words: the address can't be gone yet.
+    if kind is InboundKind.BOUNCE and (action == "delayed" or (status or "").startswith("4")):
+        kind = InboundKind.SOFT_BOUNCE
+    return reason, kind
+
+
+def _own_reason(status: str | None, diagnostic: str, action: str) -> str | None:
+    for reason, _kind, pattern in _COMPILED:
+        if pattern.search(diagnostic):
+            return reason
+    return None
 
 
 def _reason_text(report: str) -> str:
     return report[:4000]
+
+
+_SES_KINDS = {"Bounce": InboundKind.BOUNCE, "Complaint": InboundKind.COMPLAINT, "Delivery": InboundKind.RECEIPT}
+
+
+def _ses_notification(msg: Message, text: str) -> tuple[InboundKind, list[_RecipientStatus], list[str]] | None:
+    """An Amazon SES event mailed through SNS: a JSON document instead of a report. Its bounced
+    recipients become delivery-status entries, so the same reading applies to them."""
+    start = text.find("{")
+    if start < 0 or ('"notificationType"' not in text and '"eventType"' not in text) or not _is_automated(msg):
+        return None
+    try:
+        event = _object(json.JSONDecoder(strict=False).raw_decode(text[start:])[0])  # SNS folds long lines
+    except ValueError:
+        return None
+    kind = _SES_KINDS.get(str(event.get("notificationType") or event.get("eventType")))
+    if kind is None:
+        return None
+    original_ids = parse_message_ids(str(_object(_object(event.get("mail")).get("commonHeaders")).get("messageId")))
+    bounce = _object(event.get("bounce"))
+    permanent = bounce.get("bounceType") == "Permanent"
+    recipients = []
+    for entry in map(_object, bounce.get("bouncedRecipients") or ()):
+        if not entry.get("emailAddress"):
+            continue
+        diagnostic_type, _, code = str(entry.get("diagnosticCode") or "").partition(";")
+        if not code:
+            diagnostic_type, code = "smtp", diagnostic_type
+        status = _ENHANCED_STATUS.search(f"{entry.get('status') or ''} {code}")
+        recipients.append(
+            _RecipientStatus(
+                str(entry["emailAddress"]).lower(),
+                str(entry.get("action") or ("failed" if permanent else "delayed")).lower(),
+                status.group(1) if status else ("5.0.0" if permanent else "4.0.0"),
+                _collapse(code) or None,
+                diagnostic_type.strip().lower() or "smtp",
+            )
+        )
+    if kind is InboundKind.RECEIPT:
+        delivered = _object(event.get("delivery")).get("recipients") or ()
+        recipients = [_RecipientStatus(str(address).lower(), "delivered", "2.0.0", None) for address in delivered]
+    if kind is not InboundKind.COMPLAINT and not recipients:
+        return None
+    return kind, recipients, original_ids
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _looks_like_delivery_report(msg: Message, text: str) -> bool:
@@ -414,10 +550,12 @@ def _looks_like_delivery_report(msg: Message, text: str) -> bool:
     forwarded = _FORWARD_PREFIX.match(subject)
     if forwarded and _BOUNCE_SUBJECT.search(subject[forwarded.end() :]) and _QUOTED_REPORT_FIELD.search(text):
         return True
-    if not _BOUNCE_SUBJECT.search(subject):
+    # The subject or the words alone could be a person's; reports come from a daemon, or with a null
+    # envelope sender.
+    if not (_from_daemon(msg) or _null_return_path(msg)):
         return False
-    # The subject alone could be a person's; reports come from a daemon with a null envelope sender.
-    return _from_daemon(msg) or _null_return_path(msg)
+    report = _QUOTED_ORIGINAL.split(text, maxsplit=1)[0][:20_000]
+    return bool(_BOUNCE_SUBJECT.search(subject) or _BOUNCE_TEXT.search(report))
 
 
 def _from_daemon(msg: Message) -> bool:
@@ -440,10 +578,16 @@ def _delivery_status_recipients(msg: Message) -> list[_RecipientStatus]:
         if not recipient or not action:
             continue  # the per-message block, or a malformed one
         address = str(recipient).rpartition(";")[2].strip().strip("<>").lower()
-        diagnostic = _collapse((_header(fields, "Diagnostic-Code") or "").partition(";")[2]) or None
-        stated = _ENHANCED_STATUS.search(f"{_header(fields, 'Status') or ''} {diagnostic or ''}")
-        status = stated.group(1) if stated else {"failed": "5.0.0", "delayed": "4.0.0"}.get(action, "2.0.0")
-        found.append(_RecipientStatus(address, action, status, diagnostic))
+        diagnostic_type, _, code = (_header(fields, "Diagnostic-Code") or "").partition(";")
+        diagnostic = _collapse(code) or None
+        field = _ENHANCED_STATUS.search(_header(fields, "Status") or "")
+        in_message = _ENHANCED_STATUS.search(diagnostic or "")
+        status = bounce_reasons.preferred_status(
+            field.group(1) if field else "",
+            in_message.group(1) if in_message else "",
+            bounce_reasons.reply_code(diagnostic or ""),
+        ) or {"failed": "5.0.0", "delayed": "4.0.0"}.get(action, "2.0.0")
+        found.append(_RecipientStatus(address, action, status, diagnostic, diagnostic_type.strip().lower()))
     return found
 
 
@@ -504,7 +648,10 @@ def _bounced_ids(msg: Message, text: str) -> list[str]:
 
 _AUTO_REPLY_SUBJECT = re.compile(
     r"^\s*(?:automatic reply|auto(?:matic)?[- ]?(?:reply|response)|autoreply|out of (?:the )?office"
-    r"|automatische antwort|abwesenheitsnotiz|r[ée]ponse automatique|respuesta autom[áa]tica)\s*:",
+    r"|automatische antwort|abwesenheitsnotiz|abwesend|r[ée]ponse automatique|absence"  # de, fr
+    r"|respuesta autom[áa]tica|fuera de la oficina|resposta autom[áa]tica|aus[êe]ncia"  # es, pt
+    r"|risposta automatica|fuori sede|automatisch antwoord|afwezig|niet aanwezig"  # it, nl
+    r"|автоответ|автоматический ответ|自動応答|自動返信|不在通知|自动回复|自動回覆|自动答复)\s*[:\uff1a]",  # ru, ja, zh
     re.IGNORECASE,
 )
 _READ_RECEIPT = "disposition-notification"  # RFC 8098 report type
@@ -629,6 +776,10 @@ def _own_text(msg: Message) -> str:
     chunks: list[str] = []
     for part in _own_parts(msg):
         content_type = part.get_content_type()
+        if part.is_multipart() is False and part.get_content_maintype() == "multipart":
+            # A boundary that matches nothing (mangled by a gateway): the parts are one blob of text.
+            chunks.append(str(part.get_payload()))
+            continue
         if part.get_content_disposition() == "attachment" or content_type not in ("text/plain", "text/html"):
             continue
         text = _decoded_text(part)
