@@ -91,7 +91,7 @@ def _expected_class(row: dict[str, object]) -> str | None:
 
 
 def _figures(in_our_thread: bool) -> dict[str, object]:
-    bounces = detected = right = vacations = vacations_seen = 0
+    bounces = detected = right = vacations = vacations_seen = with_recipient = 0
     for name, rows in EXPECTED.items():
         message = InboundMessage.parse("1", (SISIMAI / name).read_bytes()).message
         verdict = classify_inbound(
@@ -111,12 +111,15 @@ def _figures(in_our_thread: bool) -> dict[str, object]:
         found = CLASS_OF_KIND.get(verdict.kind)
         detected += found is not None
         right += found == expected
+        with_recipient += found is not None and bool(verdict.recipients)
     return {
         "samples_with_sisimai_expectation": len(EXPECTED),
         "bounces": bounces,
         "bounce_recall": round(detected / bounces, 4),
         "class_accuracy": round(right / bounces, 4),
         "class_accuracy_of_detected": round(right / detected, 4),
+        # The failed recipient is the fallback link when a report quotes no Message-ID of ours.
+        "failed_recipient_found": round(with_recipient / bounces, 4),
         "auto_replies": vacations,
         "auto_reply_recall": round(vacations_seen / vacations, 4),
     }
@@ -137,4 +140,5 @@ def test_bounce_recall_and_class_against_sisimai_s_reasons(in_our_thread: bool) 
     (ARTIFACTS / f"sisimai-figures-{shape}.json").write_text(json.dumps(figures, indent=1) + "\n")
     assert figures["bounce_recall"] >= 0.98
     assert figures["class_accuracy_of_detected"] >= 0.87
+    assert figures["failed_recipient_found"] >= 0.85
     assert figures["auto_reply_recall"] == 1.0

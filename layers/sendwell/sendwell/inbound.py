@@ -31,6 +31,8 @@ from email.utils import parseaddr
 from html.parser import HTMLParser
 from typing import Any
 
+import flufl.bounce as flufl_bounce
+
 from sendwell import bounce_reasons
 
 
@@ -275,7 +277,9 @@ def _delivery_report_verdict(
         )
 
     # A report without a usable delivery-status part: qmail, Exim, older gateways.
-    failed = _header_addresses(_headers(msg, "X-Failed-Recipients")) or _text_recipients(report)
+    failed = (
+        _header_addresses(_headers(msg, "X-Failed-Recipients")) or _text_recipients(report) or _flufl_recipients(msg)
+    )
     if (text_status or "").startswith("2"):
         return InboundVerdict(InboundKind.RECEIPT, message_id=message_id)
     delayed = (text_status or "").startswith("4") or bool(_SOFT_WORDS.search(f"{subject}\n{report}"))
@@ -619,6 +623,19 @@ def _status_in_text(report: str) -> tuple[str | None, str | None]:
 def _text_recipients(report: str) -> list[str]:
     found = (match.group(1).lower() for pattern in _TEXT_RECIPIENTS for match in pattern.finditer(report))
     return list(dict.fromkeys(found))
+
+
+def _flufl_recipients(msg: Message) -> list[str]:
+    """flufl.bounce's detectors (Mailman's) know shapes our patterns don't: measured side by side
+    on the sisimai corpus, each finds recipients the other misses, so it is asked when ours find none."""
+    try:
+        temporary, permanent = flufl_bounce.all_failures(msg)
+    # A third-party parser on hostile input: no recipients, never a failed poll.
+    except (ValueError, LookupError, TypeError, AttributeError, UnicodeError):
+        return []
+    ours = {address.lower() for address in _header_addresses(_headers(msg, "To"))}  # the inbox it came to
+    found = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw) for raw in (*permanent, *temporary))
+    return [address for address in _header_addresses(found) if address not in ours]
 
 
 def _header_addresses(values: Iterable[object]) -> list[str]:
