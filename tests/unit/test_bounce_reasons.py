@@ -37,6 +37,50 @@ def test_reasons_follow_words_command_and_code(failure: Failure, reason: str) ->
 
 
 @pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        # Yahoo says "user unknown" its own way, after DATA: its table knows, by its servers' names.
+        (
+            Failure(
+                "5.0.0",
+                "554 delivery error: dd This user doesn't have a yahoo.com account",
+                command="DATA",
+                recipient_domain="yahoo.com",
+                hosts=("mta7.am0.yahoodns.net",),
+            ),
+            "userunknown",
+        ),
+        # Orange and La Poste put a code at the end: LPN007_416 is an unknown recipient.
+        (
+            Failure(
+                "5.5.0",
+                "550 5.5.0 Adresse destinataire invalide. Invalid recipient. LPN007_416",
+                recipient_domain="orange.fr",
+            ),
+            "userunknown",
+        ),
+        (Failure("5.7.1", "554 5.7.1 ... AUP#CXBL ...", hosts=("cdptpa-smtpin01.mail.cox.net",)), "blocked"),
+        # Google's rules need the reply code and the status as well as the words.
+        (
+            Failure(
+                "5.7.26",
+                "550-5.7.26 This mail is unauthenticated, senders to authenticate with either spf or dkim",
+                hosts=("gmail-smtp-in.l.google.com",),
+            ),
+            "authfailure",
+        ),
+        # The same words from a server no table knows are read by the general rules.
+        (
+            Failure("5.0.0", "554 delivery error: dd This user doesn't have a yahoo.com account", command="DATA"),
+            "filtered",
+        ),
+    ],
+)
+def test_providers_replies_are_read_by_their_own_tables(failure: Failure, reason: str) -> None:
+    assert find(failure) == reason
+
+
+@pytest.mark.parametrize(
     ("field", "in_message", "reply", "preferred"),
     [
         ("5.0.0", "5.1.1", "550", "5.1.1"),  # the generic field gives way to the specific code
@@ -158,6 +202,27 @@ def _ses(event: dict[str, object]) -> EmailMessage:
     message["Subject"] = "AWS Notification Message"
     message.set_content(json.dumps(event) + "\n\n--\nIf you wish to stop receiving notifications ...\n")
     return message
+
+
+def test_a_report_flattened_into_text_keeps_its_delivery_status_fields() -> None:
+    report = _report(
+        "Returned mail: see transcript for details",
+        "   ----- Transcript of session follows -----",
+        "mail.local: unknown user: kijitora",
+        "554 <kijitora@example.net>... Service unavailable",
+        "",
+        "Reporting-MTA: dns; mx.example.net",
+        "",
+        "Final-Recipient: RFC822; <kijitora@example.net>",
+        "Action: failed",
+        "Status: 5.1.1",
+    )
+    verdict = classify_inbound(report, is_ours=lambda _: False)
+    assert (verdict.kind, verdict.recipients, verdict.status) == (
+        InboundKind.BOUNCE,
+        ("kijitora@example.net",),
+        "5.1.1",
+    )
 
 
 def test_an_ses_bounce_notification_is_read_like_a_report() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sendwell.bounce_phrases import ALIGNED, PHRASES, RULED_OUT
+from sendwell.bounce_phrases import ALIGNED, PHRASES, PROVIDER_CODES, PROVIDER_HOSTS, PROVIDER_RULES, RULED_OUT
 
 # RFC 3463 subjects and details, as sisimai names them (smtp/status.Name).
 STATUS_REASONS = {
@@ -95,6 +95,10 @@ class Failure:
     action: str = "failed"  # failed | delayed
     command: str | None = None  # RCPT, DATA, ...: the command the reply answered
     diagnostic_type: str = "smtp"  # the Diagnostic-Code type: smtp, x-unix, x-postfix
+    # Who answered, to read a provider's own replies by its own table: the recipient's domain, and
+    # the host names of the remote servers, then of the reporting one.
+    recipient_domain: str = ""
+    hosts: tuple[str, ...] = ()
 
 
 def included_in(reason: str, text: str) -> bool:
@@ -165,11 +169,14 @@ def find(failure: Failure) -> str:
         return "delivered"
     text = " ".join(failure.diagnostic.lower().split())
     named = STATUS_REASONS.get(status, "")
+    by_provider = _provider_reason(failure, text)
+    if by_provider:
+        return by_provider
     if failure.diagnostic_type in ("smtp", ""):
         for reason in _STATED:
             if _probe(reason, failure, text, named):
                 return reason
-    if failure.command in ("CONN", "EHLO", "HELO") and failure.status != "5.1.2":
+    if failure.command in ("CONN", "EHLO", "HELO") and named not in ("hostunknown", "expired"):
         # Refused before the message was offered: the server turned away who we are (sisimai's
         # MTA modules read it so; sisimai itself falls back to it for HELO and EHLO).
         return "blocked"
@@ -179,6 +186,54 @@ def find(failure: Failure) -> str:
     if failure.action == "delayed":
         return "expired"
     return "onhold" if text else "undefined"
+
+
+def provider(failure: Failure) -> str | None:
+    """The provider whose servers answered (sisimai's rhost.Name): by the recipient's domain, then
+    by the hosts, in order."""
+    domain = failure.recipient_domain.lower()
+    for name, suffixes in PROVIDER_HOSTS.items():
+        if domain and any(suffix.endswith(domain) for suffix in suffixes):
+            return name
+    for host in failure.hosts:
+        for name, suffixes in PROVIDER_HOSTS.items():
+            if host and any(host.lower().endswith(suffix) for suffix in suffixes):
+                return name
+    return None
+
+
+# Where each provider puts its error code in a reply (sisimai's rhost modules): Cox "AUP#CXBL",
+# GoDaddy "IB607", Orange and La Poste "LPN007_416" (the last three digits), i.ua ".i.ua/err/06/".
+_CODE_IN_REPLY = {
+    "Cox": re.compile(r"AUP#([A-Za-z0-9]+)"),
+    "GoDaddy": re.compile(r"\b(IB\d{3})\b"),
+    "FrancePTT": re.compile(r"\b(?:lpn|ofr|ouk)[a-z]*\d*[_-](\d{3})\b", re.IGNORECASE),
+    "IUA": re.compile(r"\.i\.ua/err/(\d+)/", re.IGNORECASE),
+}
+
+
+def _provider_reason(failure: Failure, text: str) -> str | None:
+    name = provider(failure) or ""
+    coded = _CODE_IN_REPLY.get(name)
+    found = coded.search(failure.diagnostic) if coded else None
+    if found and PROVIDER_CODES[name].get(found.group(1)):
+        return PROVIDER_CODES[name][found.group(1)]
+    rules = PROVIDER_RULES.get(name, ())
+    if not rules or not text:
+        return None
+    code, status = reply_code(text), failure.status or ""
+    for reason, phrase, reply, stated, low, high in rules:
+        if reply and reply != code:
+            continue
+        if stated and low < 0 and stated != status:
+            continue
+        if stated and low >= 0:
+            third = status.split(".")[2] if status.count(".") == 2 else ""
+            if not (status.startswith(stated) and third.isdigit() and low <= int(third) <= high):
+                continue
+        if phrase.lower() in text:
+            return reason
+    return None
 
 
 def _probe(reason: str, failure: Failure, text: str, named: str) -> bool:

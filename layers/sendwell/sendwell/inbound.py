@@ -123,6 +123,7 @@ class _RecipientStatus:
     status: str
     diagnostic: str | None
     diagnostic_type: str = "smtp"  # Diagnostic-Code: smtp; ... | x-unix; ... | x-postfix; ...
+    remote_mta: str = ""  # the host that answered, where the report names it
 
 
 _DELIVERY_STATUS = frozenset({"message/delivery-status", "message/global-delivery-status"})
@@ -261,12 +262,16 @@ def _delivery_report_verdict(
         failed_now = [r for r in recipients if not r.status.startswith("2")]
         first = failed_now[0]
         command = bounce_reasons.smtp_command(report)
-        reason, kind = bounce_reason(
-            first.status, first.diagnostic or _reason_text(report), first.action, command, first.diagnostic_type
-        )
-        same = [r for r in failed_now if bounce_reason(r.status, r.diagnostic or "", r.action, command)[1] is kind] or [
-            first
-        ]
+        hosts = _answering_hosts(msg, report)
+
+        def read(r: _RecipientStatus, words: str) -> tuple[str, InboundKind]:
+            where = tuple(dict.fromkeys(filter(None, (r.remote_mta, *hosts))))
+            return bounce_reason(
+                r.status, words, r.action, command, r.diagnostic_type, recipient=r.address, hosts=where
+            )
+
+        reason, kind = read(first, first.diagnostic or _reason_text(report))
+        same = [r for r in failed_now if read(r, r.diagnostic or "")[1] is kind] or [first]
         return InboundVerdict(
             kind,
             message_id=message_id,
@@ -288,6 +293,8 @@ def _delivery_report_verdict(
         text_diagnostic or _reason_text(report),
         "delayed" if delayed else "failed",
         bounce_reasons.smtp_command(report),
+        recipient=failed[0] if failed else "",
+        hosts=_answering_hosts(msg, report),
     )
     return InboundVerdict(
         kind,
@@ -464,6 +471,9 @@ def bounce_reason(
     action: str = "failed",
     command: str | None = None,
     diagnostic_type: str = "smtp",
+    *,
+    recipient: str = "",
+    hosts: tuple[str, ...] = (),
 ) -> tuple[str, InboundKind]:
     """The reason a delivery failed and what it means for the prospect.
 
@@ -471,7 +481,8 @@ def bounce_reason(
     which also know the localised phrases. "filtered" (a recipient-side filter turned the message
     away, often worded "user unknown" after DATA) is soft, as sisimai has it: retried, then given up.
     """
-    failure = bounce_reasons.Failure(status, diagnostic or "", action, command, diagnostic_type)
+    domain = recipient.rpartition("@")[2]
+    failure = bounce_reasons.Failure(status, diagnostic or "", action, command, diagnostic_type, domain, hosts)
     reason = bounce_reasons.find(failure)
     if reason in ("onhold", "undefined"):
         reason = _own_reason(status, diagnostic or "", action) or reason
@@ -574,9 +585,26 @@ def _null_return_path(msg: Message) -> bool:
 
 
 def _delivery_status_recipients(msg: Message) -> list[_RecipientStatus]:
-    """Per-recipient fields of every RFC 3464 delivery-status part of the message itself."""
+    """Per-recipient fields of every RFC 3464 delivery-status part of the message itself, or, where a
+    gateway flattened the report into text, of the same fields written inline."""
+    return _recipient_statuses(_report_blocks(msg, _DELIVERY_STATUS)) or _recipient_statuses(_inline_blocks(msg))
+
+
+def _inline_blocks(msg: Message) -> Iterator[Message]:
+    text = _QUOTED_ORIGINAL.split(_own_text(msg), maxsplit=1)[0]
+    for paragraph in re.split(r"\n[ \t]*\n", text):
+        start = _INLINE_STATUS.search(paragraph)
+        if start:
+            yield HeaderParser(policy=policy.default).parsestr(paragraph[start.start() :])
+
+
+# A delivery-status block written into the text: it starts at its Final-Recipient field.
+_INLINE_STATUS = re.compile(r"^Final-Recipient:[^\n]*\n(?:[A-Za-z-]+:[^\n]*\n|[ \t][^\n]*\n)*?Action:", re.I | re.M)
+
+
+def _recipient_statuses(blocks: Iterable[Message]) -> list[_RecipientStatus]:
     found: list[_RecipientStatus] = []
-    for fields in _report_blocks(msg, _DELIVERY_STATUS):
+    for fields in blocks:
         recipient = _header(fields, "Final-Recipient") or _header(fields, "Original-Recipient")
         action = (_header(fields, "Action") or "").strip().lower()
         if not recipient or not action:
@@ -591,7 +619,8 @@ def _delivery_status_recipients(msg: Message) -> list[_RecipientStatus]:
             in_message.group(1) if in_message else "",
             bounce_reasons.reply_code(diagnostic or ""),
         ) or {"failed": "5.0.0", "delayed": "4.0.0"}.get(action, "2.0.0")
-        found.append(_RecipientStatus(address, action, status, diagnostic, diagnostic_type.strip().lower()))
+        remote = (_header(fields, "Remote-MTA") or "").rpartition(";")[2].strip().rstrip(".")
+        found.append(_RecipientStatus(address, action, status, diagnostic, diagnostic_type.strip().lower(), remote))
     return found
 
 
@@ -623,6 +652,19 @@ def _status_in_text(report: str) -> tuple[str | None, str | None]:
 def _text_recipients(report: str) -> list[str]:
     found = (match.group(1).lower() for pattern in _TEXT_RECIPIENTS for match in pattern.finditer(report))
     return list(dict.fromkeys(found))
+
+
+# Where a report names the server that answered: Postfix "host mx.example.com[192.0.2.1] said",
+# Exim "host mx.example.com [192.0.2.1]", Sendmail "while talking to mx.example.com.".
+_ANSWERING_HOST = re.compile(r"(?:\bhost|talking to)\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)\.?\s*[\[:(]", re.IGNORECASE)
+
+
+def _answering_hosts(msg: Message, report: str) -> tuple[str, ...]:
+    """Host names of the servers that answered, then of the one that reports (for provider tables)."""
+    named = [match.group(1).lower() for match in _ANSWERING_HOST.finditer(report)]
+    for fields in _report_blocks(msg, _DELIVERY_STATUS):
+        named += [value.rpartition(";")[2].strip().rstrip(".").lower() for value in _headers(fields, "Reporting-MTA")]
+    return tuple(dict.fromkeys(filter(None, named)))
 
 
 def _flufl_recipients(msg: Message) -> list[str]:

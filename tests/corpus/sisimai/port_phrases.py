@@ -31,6 +31,41 @@ def _strings(text: str) -> list[str]:
     return [json.loads(token) for token in _TOKEN.findall(text) if token.startswith('"')]
 
 
+_HOSTS = re.compile(r'^\t"(\w+)":\s*\[\]string\{(.*?)\},', re.M)
+_RETURNED_BY = re.compile(r'ReturnedBy\["(\w+)"\]')
+_MESSAGES_OF = re.compile(r"messagesof := map\[string\](\[\]\[\d\]string|\[\]string)\{(.*?)\n\t\t\}\n", re.S)
+_REASON_KEY = re.compile(r'^\s*"(\w+)":\s*(?:\[\]\[\d\]string|\[\]string)\{', re.M)
+_ERROR_CODES = re.compile(r"errorcodes := map\[string\]string\{(.*?)\n\t\t\}", re.S)
+_ROW = re.compile(r"\[\d\]string\{(.*?)\}")
+
+
+def _provider_rules(text: str) -> list[tuple[str, str, str, str, int, int]]:
+    """A provider's (reason, phrase, reply code, status, low, high) rules: a plain phrase list, or
+    Google's (reply, status, phrase), Mimecast's (reply, phrase), Microsoft's (status, low, high,
+    phrase) where low..high bounds the third number of a status prefix such as "4.7."."""
+    text = _TOKEN.sub(lambda token: token.group(0) if token.group(0).startswith('"') else "", text)
+    table = _MESSAGES_OF.search(text)
+    if not table:
+        return []
+    rules = []
+    # Each reason's entries run from its key to the next key: rows close their own braces.
+    chunks = _REASON_KEY.split(table.group(2))
+    for reason, body in zip(chunks[1::2], chunks[2::2], strict=True):
+        if table.group(1) == "[]string":
+            rules += [(reason, phrase, "", "", -1, -1) for phrase in _strings(body)]
+            continue
+        for row in _ROW.findall(body):
+            cells = _strings(row)
+            if len(cells) == 3:
+                rules.append((reason, cells[2], cells[0], cells[1], -1, -1))
+            elif len(cells) == 2:
+                rules.append((reason, cells[1], cells[0], "", -1, -1))
+            elif len(cells) == 4:
+                low, high = (int(cells[1]), int(cells[2])) if cells[1] and cells[2] else (-1, -1)
+                rules.append((reason, cells[3], "", cells[0], low, high))
+    return rules
+
+
 def main(go_dir: str) -> None:
     root = Path(go_dir)
     commit = subprocess.run(
@@ -88,6 +123,47 @@ def main(go_dir: str) -> None:
         out.append(f"    {reason!r}: (")
         out += [f"        {phrase!r}," for phrase in ruled_out[reason]]
         out.append("    ),")
+    out.append("}")
+    hosts = {name: _strings(suffixes) for name, suffixes in _HOSTS.findall((root / "rhost" / "lib.go").read_text())}
+    rules: dict[str, list[tuple[str, str, str, str, int, int]]] = {}
+    for path in sorted((root / "rhost").glob("for-*.go")):
+        text = path.read_text()
+        name = _RETURNED_BY.search(text)
+        if name and name.group(1) in hosts:
+            rules[name.group(1)] = _provider_rules(text)
+    codes: dict[str, dict[str, str]] = {}
+    for path in sorted((root / "rhost").glob("for-*.go")):
+        text = _TOKEN.sub(lambda token: token.group(0) if token.group(0).startswith('"') else "", path.read_text())
+        name, table = _RETURNED_BY.search(text), _ERROR_CODES.search(text)
+        if name and table:
+            pairs = _strings(table.group(1))
+            codes[name.group(1)] = {
+                code: reason for code, reason in zip(pairs[::2], pairs[1::2], strict=True) if reason
+            }
+    out += [
+        "# Providers by the host names of their mail servers (sisimai's rhost.RhostClass).",
+        "PROVIDER_HOSTS: dict[str, tuple[str, ...]] = {",
+        *(f"    {name!r}: {tuple(hosts[name])!r}," for name in sorted(hosts) if rules.get(name) or codes.get(name)),
+        "}",
+        "# What each provider's own replies mean (sisimai's rhost/for-*.go): (reason, phrase, reply code,",
+        "# status, low, high); an empty code or status matches any, and low..high (when not -1) bounds the",
+        "# third number of a status prefix such as '4.7.'.",
+        "PROVIDER_RULES: dict[str, tuple[tuple[str, str, str, str, int, int], ...]] = {",
+    ]
+    for name in sorted(rules):
+        if rules[name]:
+            out.append(f"    {name!r}: (")
+            out += [f"        {rule!r}," for rule in rules[name]]
+            out.append("    ),")
+    out.append("}")
+    out += [
+        "# The error codes some providers put in their replies (sisimai's rhost errorcodes tables).",
+        "PROVIDER_CODES: dict[str, dict[str, str]] = {",
+    ]
+    for name in sorted(codes):
+        out.append(f"    {name!r}: {{")
+        out += [f"        {code!r}: {reason!r}," for code, reason in codes[name].items()]
+        out.append("    },")
     out.append("}")
     print("\n".join(out))
 
