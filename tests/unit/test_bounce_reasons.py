@@ -262,3 +262,44 @@ def test_a_person_pasting_json_is_not_an_ses_notification() -> None:
     message.set_content('Our logs say {"notificationType": "Bounce"} - can you check?\n')
     verdict = classify_inbound(message, is_ours=lambda mid: mid.endswith("@send.sendwell.test"))
     assert verdict.kind is InboundKind.REPLY
+
+
+def test_an_expired_action_without_a_status_is_a_soft_bounce_not_a_receipt() -> None:
+    """SendGrid writes "Action: expired" (no RFC 3464 action) and no Status: nothing says delivered."""
+    message = _report("Undelivered Mail Returned to Sender", "kijitora@example.org : Connection timed out in connect")
+    message.make_mixed()
+    status = EmailMessage()
+    status.set_content("Final-Recipient: rfc822; kijitora@example.org\nAction: expired\n")
+    status.replace_header("Content-Type", "text/plain")
+    message.attach(status)
+    inline = classify_inbound(message, is_ours=lambda _: False)
+    assert (inline.kind, inline.recipients) == (InboundKind.SOFT_BOUNCE, ("kijitora@example.org",))
+
+
+def test_a_daemon_quoting_an_smtp_error_is_a_report_whatever_its_subject() -> None:
+    message = _report(
+        "Re: Nyaan", "Error: Invalid user address", "", "Error message below:",
+        "550 - Requested action not taken: no such user here", sender="post_master@vtext.example.com",
+    )  # fmt: skip
+    del message["Return-Path"]
+    assert classify_inbound(message, is_ours=lambda _: False).kind is InboundKind.BOUNCE
+
+
+def test_postfix_s_command_note_completes_the_reply() -> None:
+    """ "Recipient address rejected." means the address only with the "(in reply to RCPT TO command)"
+    that the report's text adds to the Diagnostic-Code's words."""
+    message = _report(
+        "Undelivered Mail Returned to Sender",
+        "<neko@example.jp>: host mx.example.jp[192.0.2.1] said: 550 <neko@example.jp>:",
+        "    Recipient address rejected. (in reply to RCPT TO command)",
+    )
+    message.make_mixed()
+    status = EmailMessage()
+    status.set_content(
+        "Reporting-MTA: dns; mail.example.org\n\nFinal-Recipient: rfc822; neko@example.jp\nAction: failed\n"
+        "Status: 5.0.0\nDiagnostic-Code: smtp; 550 <neko@example.jp>: Recipient address rejected.\n"
+    )
+    status.replace_header("Content-Type", "message/delivery-status")
+    message.attach(status)
+    verdict = classify_inbound(message, is_ours=lambda _: False)
+    assert (verdict.kind, verdict.reason) == (InboundKind.BOUNCE, "userunknown")

@@ -140,7 +140,8 @@ _SMTP_REPLY_BARE = re.compile(
 )
 
 _BOUNCE_SUBJECT = re.compile(
-    r"^\s*(?:undeliverable|undelivered mail|delivery status notification|(?:mail )?delivery (?:has )?failed"
+    r"^\s*(?:undeliverable|undelivered mail|(?:mail )?delivery status notification|(?:mail )?delivery (?:has )?failed"
+    r"|mail failure"
     r"|failure notice|returned mail|delivery failure|delayed mail|delivery delayed|mail delivery failure"
     r"|message not delivered|(?:mail )?delivery notification|failed delivery|mail failed|delivery problem"
     r"|mail system error|message delivery has failed|there was an error sending|warning: message .{0,80} delayed"
@@ -167,6 +168,7 @@ _BOUNCE_TEXT = re.compile(
     r"|following (?:address(?:\(?es\)?)?|recipients?\(?s?\)?) (?:failed|could not be reached|had permanent)"
     r"|trouble delivering|error sending your (?:mail|message)|rejected by (?:a |the )?remote (?:mail )?server"
     r"|delivery (?:to the following recipients? )?(?:has been |was )?delayed|still being retried"
+    r"|(?:this is a )?warning message only|message will be retried"
     r"|konnte nicht (?:zugestellt|ausgeliefert)|nicht zugestellt|unzustellbar"  # de
     r"|n'a pas (?:pu|été) (?:être )?(?:remis|distribu|livr)|impossible de (?:remettre|distribuer)"  # fr
     r"|no (?:se ha podido|se pudo|pudo ser|se puede) entregar|no (?:pudo ser|fue) entregad"  # es
@@ -270,7 +272,7 @@ def _delivery_report_verdict(
                 r.status, words, r.action, command, r.diagnostic_type, recipient=r.address, hosts=where
             )
 
-        reason, kind = read(first, first.diagnostic or _reason_text(report))
+        reason, kind = read(first, _with_command_note(first.diagnostic, report) or _reason_text(report))
         same = [r for r in failed_now if read(r, r.diagnostic or "")[1] is kind] or [first]
         return InboundVerdict(
             kind,
@@ -352,6 +354,8 @@ _HARD_REASONS = {
     r"|no mailbox|does not exist|doesn't exist|not our customer|unrouteable address|recipient not found"
     r"|address (?:not found|unknown|invalid)|no longer (?:valid|in use|available|exists)|disabled recipient"
     r"|undeliverable address|bad destination mailbox|nonexistent|non-existent"
+    # InterScan MSS, Verizon's gateway, IMail: their own ways of saying it.
+    r"|check if (?:the )?address is correct|no valid recipients|invalid final delivery userid"
     r"|benutzer unbekannt|unbekannter (?:benutzer|empf[äa]nger)|empf[äa]nger unbekannt|nicht gefunden"  # de
     r"|utilisateur inconnu|destinataire inconnu|n'existe pas|adresse (?:invalide|inconnue)"  # fr
     r"|usuario desconocido|destinatario desconocido|no existe|inexistente"  # es, pt
@@ -494,7 +498,7 @@ def bounce_reason(
         else InboundKind.SENDER_BLOCKED
     )
     # A 4.x.x says "not now" whatever the words: the address can't be gone yet.
-    if kind is InboundKind.BOUNCE and (action == "delayed" or (status or "").startswith("4")):
+    if kind is InboundKind.BOUNCE and (action in ("delayed", "expired") or (status or "").startswith("4")):
         kind = InboundKind.SOFT_BOUNCE
     return reason, kind
 
@@ -504,6 +508,20 @@ def _own_reason(status: str | None, diagnostic: str, action: str) -> str | None:
         if pattern.search(diagnostic):
             return reason
     return None
+
+
+_COMMAND_NOTE = re.compile(r"\(in reply to [^()]{1,40} command\)", re.IGNORECASE)
+
+
+def _with_command_note(diagnostic: str | None, report: str) -> str | None:
+    """The reply as Postfix quotes it in the report, with its "(in reply to RCPT TO command)": some
+    replies mean what they mean only with the command ("Recipient address rejected.")."""
+    if not diagnostic:
+        return diagnostic
+    flat = _collapse(report)
+    at = flat.find(diagnostic[:40])
+    note = _COMMAND_NOTE.search(flat, at, at + len(diagnostic) + 120) if at >= 0 else None
+    return flat[at : note.end()] if note else diagnostic
 
 
 def _reason_text(report: str) -> str:
@@ -570,7 +588,10 @@ def _looks_like_delivery_report(msg: Message, text: str) -> bool:
     if not (_from_daemon(msg) or _null_return_path(msg)):
         return False
     report = _QUOTED_ORIGINAL.split(text, maxsplit=1)[0][:20_000]
-    return bool(_BOUNCE_SUBJECT.search(subject) or _BOUNCE_TEXT.search(report))
+    if _BOUNCE_SUBJECT.search(subject) or _BOUNCE_TEXT.search(report):
+        return True
+    # A daemon quoting a server's SMTP error reply is reporting a failure, whatever its wording.
+    return _from_daemon(msg) and bool(_SMTP_REPLY_ENHANCED.search(report) or _SMTP_REPLY_BARE.search(report))
 
 
 def _from_daemon(msg: Message) -> bool:
@@ -602,6 +623,13 @@ def _inline_blocks(msg: Message) -> Iterator[Message]:
 _INLINE_STATUS = re.compile(r"^Final-Recipient:[^\n]*\n(?:[A-Za-z-]+:[^\n]*\n|[ \t][^\n]*\n)*?Action:", re.I | re.M)
 
 
+# Where a block gives no Status. "expired" is no RFC 3464 action, but some MTAs (SendGrid) write it.
+_STATUS_OF_ACTION = {
+    "failed": "5.0.0", "delayed": "4.0.0", "expired": "4.0.0", "delivered": "2.0.0", "relayed": "2.0.0",
+    "expanded": "2.0.0",
+}  # fmt: skip
+
+
 def _recipient_statuses(blocks: Iterable[Message]) -> list[_RecipientStatus]:
     found: list[_RecipientStatus] = []
     for fields in blocks:
@@ -618,7 +646,7 @@ def _recipient_statuses(blocks: Iterable[Message]) -> list[_RecipientStatus]:
             field.group(1) if field else "",
             in_message.group(1) if in_message else "",
             bounce_reasons.reply_code(diagnostic or ""),
-        ) or {"failed": "5.0.0", "delayed": "4.0.0"}.get(action, "2.0.0")
+        ) or _STATUS_OF_ACTION.get(action, "5.0.0")  # an action we don't know, without a status: a failure
         remote = (_header(fields, "Remote-MTA") or "").rpartition(";")[2].strip().rstrip(".")
         found.append(_RecipientStatus(address, action, status, diagnostic, diagnostic_type.strip().lower(), remote))
     return found
