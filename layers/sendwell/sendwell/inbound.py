@@ -410,58 +410,6 @@ _COMPILED = [
     for kind, table, only in _ORDER
     for reason in (only or tuple(table))
 ]
-# RFC 3463 subjects and details: what the code says when the words say nothing.
-_STATUS_REASONS = {
-    "5.1.0": "userunknown",
-    "5.1.1": "userunknown",
-    "5.1.2": "hostunknown",
-    "5.1.3": "userunknown",
-    "5.1.4": "userunknown",
-    "5.1.6": "hasmoved",
-    "5.1.10": "notaccept",
-    "5.4.4": "hostunknown",
-    "5.1.7": "rejected",
-    "5.1.8": "rejected",
-    "5.2.1": "suspend",
-    "5.2.2": "mailboxfull",
-    "4.2.2": "mailboxfull",
-    "5.2.3": "mesgtoobig",
-    "5.3.4": "mesgtoobig",
-    "5.2.0": "filtered",
-    "5.3.0": "systemerror",
-    "5.3.1": "systemfull",
-    "4.3.1": "systemfull",
-    "5.3.2": "systemerror",
-    "4.4.7": "expired",
-    "5.4.7": "expired",
-    "4.4.1": "networkerror",
-    "4.4.2": "networkerror",
-    "5.4.6": "networkerror",
-    "4.4.6": "networkerror",
-    "5.4.5": "toomanyconn",
-    "4.4.5": "toomanyconn",
-    "4.7.0": "blocked",
-    "5.7.0": "securityerror",
-    "5.7.1": "blocked",
-    "5.7.4": "securityerror",
-    "5.7.8": "securityerror",
-    "5.7.9": "securityerror",
-    "5.7.23": "authfailure",
-    "5.7.24": "authfailure",
-    "5.7.25": "requireptr",
-    "5.7.26": "authfailure",
-    "5.7.27": "notaccept",
-    "5.7.7": "securityerror",
-    "5.5.0": "systemerror",
-    "5.6.0": "contenterror",
-}
-_REASON_KIND = {reason: kind for reason, kind, _pattern in _COMPILED} | {
-    "systemfull": InboundKind.SOFT_BOUNCE,
-    "contenterror": InboundKind.SENDER_BLOCKED,
-    "undefined": InboundKind.SOFT_BOUNCE,
-}
-
-
 _HARD = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept", "suppressed"})
 _SOFT = frozenset(
     {"mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "expired", "networkerror", "mailererror"}
@@ -489,7 +437,7 @@ def bounce_reason(
     failure = bounce_reasons.Failure(status, diagnostic or "", action, command, diagnostic_type, domain, hosts)
     reason = bounce_reasons.find(failure)
     if reason in ("onhold", "undefined"):
-        reason = _own_reason(status, diagnostic or "", action) or reason
+        reason = _own_reason(diagnostic or "") or reason
     kind = (
         InboundKind.BOUNCE
         if reason in _HARD
@@ -503,7 +451,7 @@ def bounce_reason(
     return reason, kind
 
 
-def _own_reason(status: str | None, diagnostic: str, action: str) -> str | None:
+def _own_reason(diagnostic: str) -> str | None:
     for reason, _kind, pattern in _COMPILED:
         if pattern.search(diagnostic):
             return reason
