@@ -18,11 +18,13 @@ from typing import TypeVar
 
 import pytest
 
+from sendwell.adapters.imap import ImapMailbox
+from sendwell.adapters.smtp import SmtpSender
 from sendwell.classify import (
     classify_imap_error,
     classify_smtp_error,
 )
-from sendwell.failures import Failure, FailureKind
+from sendwell.failures import Failure, FailureKind, ProviderFailure
 from tests.smtp_server import TEST_PASSWORD, TEST_USER, Command, SmtpTestServer
 from tests.unit.test_classify import (
     AUTH_LOST,
@@ -149,9 +151,7 @@ SMTP_CASES = [
         "smtp:454 4.7.0",
         id="454",
     ),
-    pytest.param(
-        "MAIL", "421 4.7.0 Try again later, closing connection.", TRANSIENT, "smtp:421 4.7.0", id="421"
-    ),
+    pytest.param("MAIL", "421 4.7.0 Try again later, closing connection.", TRANSIENT, "smtp:421 4.7.0", id="421"),
     pytest.param(
         "RCPT",
         multiline(
@@ -226,8 +226,7 @@ SMTP_CASES = [
     ),
     pytest.param(
         "DATA",
-        "550 5.6.11 SMTPSEND.BareLinefeedsAreIllegal; message contains bare linefeeds, which cannot be sent "
-        "via DATA",
+        "550 5.6.11 SMTPSEND.BareLinefeedsAreIllegal; message contains bare linefeeds, which cannot be sent via DATA",
         BAD_MESSAGE,
         "smtp:550 5.6.11",
         id="550-5.6.11",
@@ -267,8 +266,7 @@ SMTP_CASES = [
     ),
     pytest.param(
         "MAIL",
-        "550 5.1.8 Access denied, bad outbound sender AS(42004) "
-        "[BN8NAM12FT123.eop-nam12.prod.protection.outlook.com]",
+        "550 5.1.8 Access denied, bad outbound sender AS(42004) [BN8NAM12FT123.eop-nam12.prod.protection.outlook.com]",
         USER_ACTION,
         "smtp:550 5.1.8",
         id="550-5.1.8-restricted-sender",
@@ -283,10 +281,150 @@ SMTP_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("command", "reply", "kind", "code"), SMTP_CASES)
-def test_smtp_replies(
-    smtp: SmtpTestServer, command: Command, reply: str, kind: FailureKind, code: str
+# What the protocol says where no table knows the reply, and codes with more than one meaning.
+# Gmail's are quoted from support.google.com/a/answer/3726730 (Gmail SMTP errors and codes);
+# Exchange Online's from its NDR reference (learn.microsoft.com, "Email non-delivery reports and
+# SMTP errors in Exchange Online"); Zoho's, Yahoo's and iCloud's from their help pages and forums.
+SMTP_PROTOCOL_CASES = [
+    pytest.param(
+        "AUTH",
+        multiline(534, "5.7.9 Please log in with your web browser and then try again. For more", f"5.7.9 {GSMTP}"),
+        None,
+        USER_ACTION,
+        "smtp:534 5.7.9 web-login",
+        id="534-5.7.9-web-login",
+    ),
+    pytest.param(
+        "AUTH", "535 5.7.0 (#AUTH005) Too many bad auth attempts.", None, AUTH_LOST, "smtp:535 5.7.0", id="yahoo-535"
+    ),
+    pytest.param(
+        "AUTH",
+        "550 5.7.1 Authentication failed: account temporarily blocked for unusual activity",
+        None,
+        AUTH_LOST,
+        "smtp:550 5.7.1",
+        id="5xx-at-auth",
+    ),
+    pytest.param("AUTH", "504 5.5.4 Unrecognized authentication type", None, TRANSIENT, "smtp:504 5.5.4", id="504"),
+    pytest.param(
+        "MAIL", "554 5.1.8 Email Outgoing Blocked.", "smtp.zoho.com", USER_ACTION, "smtp:554 5.1.8", id="zoho-5.1.8"
+    ),
+    pytest.param(
+        "MAIL",
+        "550 5.4.6 Unusual sending activity detected. Please login to unblock your account.",
+        "smtppro.zoho.eu",
+        USER_ACTION,
+        "smtp:550 5.4.6",
+        id="zoho-unusual-activity",
+    ),
+    pytest.param(
+        "MAIL", "553 Relaying disallowed as alice@example.com", "smtp.zoho.com", USER_ACTION, "smtp:553", id="zoho-553"
+    ),
+    pytest.param(
+        "MAIL",
+        "550 5.7.0 From address is not one of your addresses",
+        "smtp.mail.me.com",
+        USER_ACTION,
+        "smtp:550 5.7.0",
+        id="icloud-not-your-address",
+    ),
+    pytest.param(
+        "MAIL",
+        "530 5.7.57 Client not authenticated to send mail. [MW4PR03CA0001.namprd03.prod.outlook.com]",
+        "smtp.office365.com",
+        USER_ACTION,
+        "smtp:530 5.7.57",
+        id="exchange-5.7.57",
+    ),
+    pytest.param(
+        "DATA",
+        "554 5.2.0 " + STOREDRV.format("OutboundSpamException"),
+        "smtp.office365.com",
+        USER_ACTION,
+        "smtp:554 5.2.0 OutboundSpamException",
+        id="exchange-outbound-spam",
+    ),
+    pytest.param(
+        "MAIL",
+        "550 5.7.501 Access denied, spam abandonment. For more information see https://aka.ms/EXOSmtpErrors",
+        "smtp.office365.com",
+        USER_ACTION,
+        "smtp:550 5.7.501",
+        id="exchange-5.7.501",
+    ),
+]
+
+
+@pytest.mark.parametrize(("command", "reply", "host", "kind", "code"), SMTP_PROTOCOL_CASES)
+def test_smtp_protocol_rules(
+    smtp: SmtpTestServer, command: Command, reply: str, host: str | None, kind: FailureKind, code: str
 ) -> None:
+    check(classify_smtp_error(smtp_error(smtp, command, reply), host=host), kind, code)
+
+
+def test_534_5_7_9_has_a_fix_for_each_meaning(smtp: SmtpTestServer) -> None:
+    app_password = classify_smtp_error(
+        smtp_error(smtp, "AUTH", "534 5.7.9 Application-specific password required. Learn more at")
+    )
+    web_login = classify_smtp_error(
+        smtp_error(smtp, "AUTH", "534 5.7.9 Please log in with your web browser and then try again.")
+    )
+    assert "app password" in app_password.fix and "web browser" in web_login.fix
+    assert app_password.fix != web_login.fix
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ("smtp.office365.com", "Microsoft Defender"),
+        ("smtp.gmail.com", "Restore sending"),
+        ("smtp.zoho.com", "Zoho Mail"),
+        ("smtp.mail.yahoo.com", "Yahoo Mail"),
+        ("mail.example.net", "webmail"),
+    ],
+)
+def test_a_blocked_sender_is_told_its_own_providers_fix(smtp: SmtpTestServer, host: str, words: str) -> None:
+    """5.1.8 means the same everywhere (RFC 3463); only Microsoft 365's fix is Microsoft's."""
+    failure = classify_smtp_error(smtp_error(smtp, "MAIL", "550 5.1.8 Sender address rejected"), host=host)
+    check(failure, USER_ACTION, "smtp:550 5.1.8")
+    assert words in failure.fix
+    assert ("Microsoft" in failure.fix) == (host == "smtp.office365.com")
+
+
+class RefuseOnceThenHangUp(socketserver.StreamRequestHandler):
+    """Offers PLAIN and LOGIN, refuses the first AUTH with 535 and closes the connection, as
+    servers that count failed sign-ins do."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 mail.example.net ESMTP\r\n")
+        for raw in self.rfile:
+            verb = raw.split(b" ", 1)[0].strip().upper()
+            if verb == b"EHLO":
+                self.wfile.write(b"250-mail.example.net\r\n250 AUTH PLAIN LOGIN\r\n")
+            elif verb == b"AUTH":
+                self.wfile.write(b"535 5.7.8 Authentication credentials invalid\r\n")
+                return
+            else:
+                self.wfile.write(b"502 5.5.2 Error: command not recognized\r\n")
+
+
+def test_a_535_survives_a_server_that_hangs_up_after_it() -> None:
+    """smtplib's login() would try LOGIN after PLAIN's 535, meet a closed connection and report
+    that instead; sendwell authenticates once, so the 535 is what it reads."""
+    listener = socketserver.ThreadingTCPServer((HOST, 0), RefuseOnceThenHangUp)
+    listener.daemon_threads = True
+    with serving(listener) as server:
+        port = server.server_address[1]
+        with pytest.raises(smtplib.SMTPServerDisconnected), smtplib.SMTP(HOST, port, timeout=5) as client:
+            client.login(TEST_USER, TEST_PASSWORD)  # what the library alone reports
+        sender = SmtpSender(HOST, port, security="none", username=TEST_USER, password=TEST_PASSWORD, timeout=5)
+        with pytest.raises(ProviderFailure) as caught:
+            sender.verify_login()
+    check(caught.value.failure, AUTH_LOST, "smtp:535 5.7.8")
+
+
+@pytest.mark.parametrize(("command", "reply", "kind", "code"), SMTP_CASES)
+def test_smtp_replies(smtp: SmtpTestServer, command: Command, reply: str, kind: FailureKind, code: str) -> None:
     check(classify_smtp_error(smtp_error(smtp, command, reply)), kind, code)
 
 
@@ -373,6 +511,8 @@ class ScriptedImap(socketserver.StreamRequestHandler):
                     self.send(self.server.login_reply)
                     return
                 self.send(f"{tag} {self.server.login_reply}")
+            elif command in ("SELECT", "EXAMINE") and self.server.select_reply:
+                self.send(f"{tag} {self.server.select_reply}")
             else:
                 self.send(f"{tag} BAD unexpected command")
 
@@ -380,10 +520,11 @@ class ScriptedImap(socketserver.StreamRequestHandler):
 class ScriptedImapServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
-    def __init__(self, login_reply: str = "", greeting: str = GREETING) -> None:
+    def __init__(self, login_reply: str = "", greeting: str = GREETING, select_reply: str = "") -> None:
         super().__init__((HOST, 0), ScriptedImap)
         self.login_reply = login_reply
         self.greeting = greeting
+        self.select_reply = select_reply
 
 
 def imap_login_error(login_reply: str, *, authenticate: bool = False) -> imaplib.IMAP4.error:
@@ -422,9 +563,7 @@ def imap_login_error(login_reply: str, *, authenticate: bool = False) -> imaplib
             "imap:AUTHORIZATIONFAILED",
             id="authorizationfailed",
         ),
-        pytest.param(
-            "NO [EXPIRED] That password isn't valid any more", USER_ACTION, "imap:EXPIRED", id="expired"
-        ),
+        pytest.param("NO [EXPIRED] That password isn't valid any more", USER_ACTION, "imap:EXPIRED", id="expired"),
         pytest.param(
             "NO [CONTACTADMIN] Account suspended, contact your administrator",
             USER_ACTION,
@@ -451,15 +590,104 @@ def imap_login_error(login_reply: str, *, authenticate: bool = False) -> imaplib
             "imap:SERVERBUG",
             id="serverbug",
         ),
-        pytest.param(
-            "BAD [CLIENTBUG] Invalid characters in atom", TRANSIENT, "imap:CLIENTBUG", id="bad-unknown-code"
-        ),
-        pytest.param("NO LOGIN failed.", TRANSIENT, "imap:error", id="no-code-outlook"),
+        pytest.param("BAD [CLIENTBUG] Invalid characters in atom", TRANSIENT, "imap:CLIENTBUG", id="bad-unknown-code"),
+        # A NO to LOGIN refuses the credentials by the protocol's own definition (RFC 9051 6.2.3),
+        # code or not. Outlook.com / Exchange Online answer a wrong password with exactly this.
+        pytest.param("NO LOGIN failed.", AUTH_LOST, "imap:login-refused", id="no-code-outlook"),
         pytest.param("* BYE [UNAVAILABLE] Server shutting down.", TRANSIENT, "imap:abort", id="bye-abort"),
+        # Gmail, quoted from support.google.com/mail/answer/7126229 and the threads it answers.
+        pytest.param(
+            "NO [ALERT] Application-specific password required: https://support.google.com/accounts/answer/185833"
+            " (Failure)",
+            USER_ACTION,
+            "imap:ALERT app-password",
+            id="gmail-alert-app-password",
+        ),
+        pytest.param(
+            "NO [ALERT] Please log in via your web browser: https://support.google.com/mail/accounts/answer/78754"
+            " (Failure)",
+            USER_ACTION,
+            "imap:ALERT web-login",
+            id="gmail-alert-web-browser",
+        ),
+        pytest.param(
+            f"NO [WEBALERT https://accounts.google.com/signin/continue?sarp=1&scc=1&plt={SIGN_IN_CONTINUATION}]"
+            " Web login required.",
+            USER_ACTION,
+            "imap:WEBALERT web-login",
+            id="gmail-webalert",
+        ),
+        pytest.param(
+            "NO [ALERT] Your account is not enabled for IMAP use. Please visit your Gmail settings page and enable"
+            " your account for IMAP access. (Failure)",
+            USER_ACTION,
+            "imap:ALERT imap-disabled",
+            id="gmail-imap-disabled",
+        ),
+        pytest.param(
+            "NO [ALERT] Invalid credentials (Failure)", AUTH_LOST, "imap:ALERT", id="gmail-alert-invalid-credentials"
+        ),
+        # Not about the credentials: Gmail's connection and bandwidth limits.
+        pytest.param(
+            "NO [ALERT] Too many simultaneous connections. (Failure)",
+            TRANSIENT,
+            "imap:ALERT busy",
+            id="gmail-too-many-connections",
+        ),
+        pytest.param(
+            "NO [ALERT] Account exceeded command or bandwidth limits. (Failure)",
+            TRANSIENT,
+            "imap:ALERT busy",
+            id="gmail-bandwidth",
+        ),
+        # Yahoo's server-side fault, and Zoho's account without IMAP (quoted from Zoho's forums).
+        pytest.param(
+            "NO [UNAVAILABLE] LOGIN failure. Server error--please try again after some time. Error 1",
+            TRANSIENT,
+            "imap:UNAVAILABLE",
+            id="yahoo-unavailable",
+        ),
+        pytest.param(
+            "NO You are yet to enable IMAP for your account. Please contact your administrator (Failure)",
+            USER_ACTION,
+            "imap:login-refused imap-disabled",
+            id="zoho-imap-disabled",
+        ),
+        pytest.param(
+            "NO [AUTHENTICATIONFAILED] LOGIN Invalid credentials",
+            AUTH_LOST,
+            "imap:AUTHENTICATIONFAILED",
+            id="yahoo-authenticationfailed",
+        ),
     ],
 )
 def test_imap_login_errors(login_reply: str, kind: FailureKind, code: str) -> None:
-    check(classify_imap_error(imap_login_error(login_reply)), kind, code)
+    failure = classify_imap_error(imap_login_error(login_reply), at_login=True)
+    check(failure, kind, code)
+    assert "accounts.google.com" not in f"{failure.code} {failure.reason} {failure.fix}"
+
+
+def test_a_no_to_another_command_is_not_a_refused_sign_in() -> None:
+    """The same words after the sign-in (a NO to SELECT) say nothing about the credentials."""
+    check(classify_imap_error(imap_login_error("NO LOGIN failed.")), TRANSIENT, "imap:error")
+
+
+def test_outlook_accepts_login_and_refuses_the_next_command() -> None:
+    """Outlook's LOGIN says OK to a wrong password; the EXAMINE that follows is what fails."""
+    reply = "BAD User is authenticated but not connected."
+    with serving(ScriptedImapServer("OK LOGIN completed.", select_reply=reply)) as server:
+        box = ImapMailbox(HOST, server.server_address[1], TEST_USER, TEST_PASSWORD, use_ssl=False, timeout=5)
+        with box, pytest.raises(ProviderFailure) as caught:
+            box.verify_login()
+    check(caught.value.failure, AUTH_LOST, "imap:not-connected")
+
+
+def test_the_adapter_reads_a_refused_login_as_a_sign_in_answer() -> None:
+    with serving(ScriptedImapServer("NO LOGIN failed.")) as server:
+        box = ImapMailbox(HOST, server.server_address[1], TEST_USER, TEST_PASSWORD, use_ssl=False, timeout=5)
+        with box, pytest.raises(ProviderFailure) as caught:
+            box.verify_login()
+    check(caught.value.failure, AUTH_LOST, "imap:login-refused")
 
 
 def test_imap_login_error_text_is_bytes_and_authenticate_text_is_str() -> None:

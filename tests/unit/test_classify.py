@@ -218,7 +218,7 @@ GOOGLE_502 = (
         pytest.param(
             (400, oauth_error("invalid_grant", "Account has been deleted"), JSON),
             AUTH_LOST,
-            "google:invalid_grant",
+            "google:invalid_grant account-deleted",
             id="invalid_grant-account-deleted",
         ),
         pytest.param(
@@ -239,9 +239,7 @@ GOOGLE_502 = (
         pytest.param(
             (
                 400,
-                oauth_error(
-                    "invalid_grant", "reauth related error (rapt_required)", error_subtype="rapt_required"
-                ),
+                oauth_error("invalid_grant", "reauth related error (rapt_required)", error_subtype="rapt_required"),
                 JSON,
             ),
             USER_ACTION,
@@ -305,9 +303,7 @@ def test_google_reauth_with_response_data(subtype: str) -> None:
     session, _ = canned_session((400, body, JSON))
     request = google.auth.transport.requests.Request(session)
     with pytest.raises(google_exceptions.RefreshError) as caught:
-        google_client.refresh_grant(
-            request, GOOGLE_TOKEN_URI, REFRESH_TOKEN, GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET
-        )
+        google_client.refresh_grant(request, GOOGLE_TOKEN_URI, REFRESH_TOKEN, GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET)
     assert caught.value.retryable is False
     failure = classify_google_refresh_error(caught.value)
     check(failure, USER_ACTION, f"google:{subtype}")
@@ -317,13 +313,9 @@ def test_google_reauth_with_response_data(subtype: str) -> None:
 @pytest.mark.parametrize(
     ("raised", "code"),
     [
-        pytest.param(
-            requests.exceptions.ConnectTimeout("connect timeout"), "google:connection_failed", id="connect"
-        ),
+        pytest.param(requests.exceptions.ConnectTimeout("connect timeout"), "google:connection_failed", id="connect"),
         pytest.param(requests.exceptions.ReadTimeout("read timed out"), "google:timeout", id="read-timeout"),
-        pytest.param(
-            requests.exceptions.ConnectionError("connection reset"), "google:connection_failed", id="reset"
-        ),
+        pytest.param(requests.exceptions.ConnectionError("connection reset"), "google:connection_failed", id="reset"),
     ],
 )
 def test_google_transport_errors(raised: requests.RequestException, code: str) -> None:
@@ -532,9 +524,7 @@ GMAIL_RESPONSES = [
     ),
     pytest.param(
         429,
-        gmail_error(
-            429, "Too many concurrent requests for user", "rateLimitExceeded", state="RESOURCE_EXHAUSTED"
-        ),
+        gmail_error(429, "Too many concurrent requests for user", "rateLimitExceeded", state="RESOURCE_EXHAUSTED"),
         {**JSON, "Retry-After": "45"},
         RATE_LIMITED,
         "gmail:429 rateLimitExceeded",
@@ -561,9 +551,7 @@ GMAIL_RESPONSES = [
     ),
     pytest.param(
         413,
-        gmail_error(
-            413, "Request payload size exceeds the limit: 36700160 bytes.", "uploadTooLarge", state="N/A"
-        ),
+        gmail_error(413, "Request payload size exceeds the limit: 36700160 bytes.", "uploadTooLarge", state="N/A"),
         JSON,
         BAD_MESSAGE,
         "gmail:413 uploadTooLarge",
@@ -605,9 +593,7 @@ GMAIL_RESPONSES = [
         id="503-retry-after",
     ),
     pytest.param(502, GOOGLE_502, HTML, TRANSIENT, "gmail:502", None, id="502-html"),
-    pytest.param(
-        401, b"<html><body>Unauthorized</body></html>", HTML, TRANSIENT, "gmail:401", None, id="401-html"
-    ),
+    pytest.param(401, b"<html><body>Unauthorized</body></html>", HTML, TRANSIENT, "gmail:401", None, id="401-html"),
     pytest.param(
         404,
         gmail_error(404, "Requested entity was not found.", "notFound", state="NOT_FOUND"),
@@ -716,8 +702,7 @@ GRAPH_RESPONSES = [
         403,
         graph_error(
             "ErrorMessageSubmissionBlocked",
-            "Cannot send mail. Follow the instructions in your Inbox to verify your account., Cannot "
-            "submit message.",
+            "Cannot send mail. Follow the instructions in your Inbox to verify your account., Cannot submit message.",
         ),
         JSON,
         USER_ACTION,
@@ -760,8 +745,7 @@ GRAPH_RESPONSES = [
         400,
         graph_error(
             "ErrorMessageSizeExceeded",
-            "The message exceeds the maximum supported size., Cannot save changes made to an item to "
-            "store.",
+            "The message exceeds the maximum supported size., Cannot save changes made to an item to store.",
         ),
         JSON,
         BAD_MESSAGE,
@@ -811,7 +795,6 @@ GRAPH_RESPONSES = [
         id="unknown-code",
     ),
 ]
-
 
 
 @pytest.mark.parametrize(
@@ -869,9 +852,7 @@ def test_api_calls_that_get_no_answer(
 
 def aad_error(error: str, code: int, description: str, suberror: str | None = None) -> bytes:
     """A token-endpoint error as Microsoft Entra sends it."""
-    ids = (
-        "Trace ID: 8c4e0b52-9d3a-4f1e-b7c6-2a1d0e9f8b00 Correlation ID: 1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6"
-    )
+    ids = "Trace ID: 8c4e0b52-9d3a-4f1e-b7c6-2a1d0e9f8b00 Correlation ID: 1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6"
     body: dict[str, Any] = {
         "error": error,
         "error_description": f"AADSTS{code}: {description} {ids} Timestamp: 2025-06-03 10:00:00Z",
@@ -903,10 +884,7 @@ def msal_refresh(reply: Reply | requests.RequestException) -> dict[str, Any]:
 
 
 GRAPH_APP = "'00000003-0000-0000-c000-000000000000'"
-MOVED = (
-    "Due to a configuration change made by your administrator, or because you moved to a new location, you "
-    "must"
-)
+MOVED = "Due to a configuration change made by your administrator, or because you moved to a new location, you must"
 ISSUED = "The token was issued on 2025-03-01T08:00:00.0000000Z"
 
 MSAL_CASES = [
@@ -993,8 +971,7 @@ MSAL_CASES = [
     pytest.param(
         "invalid_grant",
         53003,
-        "Access has been blocked by Conditional Access policies. The access policy does not allow token "
-        "issuance.",
+        "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
         "message_only",
         USER_ACTION,
         id="53003",
@@ -1009,21 +986,16 @@ MSAL_CASES = [
         USER_ACTION,
         id="530032",
     ),
-    pytest.param(
-        "invalid_grant", 50057, "The user account is disabled.", "message_only", USER_ACTION, id="50057"
-    ),
+    pytest.param("invalid_grant", 50057, "The user account is disabled.", "message_only", USER_ACTION, id="50057"),
     pytest.param(
         "invalid_grant",
         50053,
-        "The account is locked, you've tried to sign in too many times with an incorrect user ID or "
-        "password.",
+        "The account is locked, you've tried to sign in too many times with an incorrect user ID or password.",
         "message_only",
-        USER_ACTION,
+        TRANSIENT,  # a lockout lifts by itself, and the saved sign-in is still good
         id="50053",
     ),
-    pytest.param(
-        "invalid_grant", 50055, "The password is expired.", "user_password_expired", USER_ACTION, id="50055"
-    ),
+    pytest.param("invalid_grant", 50055, "The password is expired.", "user_password_expired", USER_ACTION, id="50055"),
     pytest.param(
         "invalid_grant",
         50132,
@@ -1074,9 +1046,7 @@ MSAL_CASES = [
 
 
 @pytest.mark.parametrize(("error", "aadsts", "description", "suberror", "kind"), MSAL_CASES)
-def test_msal_results(
-    error: str, aadsts: int, description: str, suberror: str | None, kind: FailureKind
-) -> None:
+def test_msal_results(error: str, aadsts: int, description: str, suberror: str | None, kind: FailureKind) -> None:
     status = 401 if error == "invalid_client" else 400
     result = msal_refresh((status, aad_error(error, aadsts, description, suberror), JSON))
     check(classify_msal_result(result), kind, f"aadsts:{aadsts}")
@@ -1093,9 +1063,7 @@ def test_each_msal_user_action_has_its_own_reason_and_fix() -> None:
 
 @pytest.mark.parametrize("aadsts", [53003, 530032, 50057, 65001, 70043])
 def test_msal_fix_says_when_the_microsoft_365_admin_must_act(aadsts: int) -> None:
-    assert (
-        "Microsoft 365 admin" in classify_msal_result({"error": "invalid_grant", "error_codes": [aadsts]}).fix
-    )
+    assert "Microsoft 365 admin" in classify_msal_result({"error": "invalid_grant", "error_codes": [aadsts]}).fix
 
 
 @pytest.mark.parametrize(
@@ -1108,8 +1076,7 @@ def test_msal_fix_says_when_the_microsoft_365_admin_must_act(aadsts: int) -> Non
                 aad_error(
                     "invalid_client",
                     7000218,
-                    "The request body must contain the following parameter: "
-                    "'client_assertion' or 'client_secret'.",
+                    "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
                 ),
                 JSON,
             ),
@@ -1152,9 +1119,7 @@ def test_msal_fix_says_when_the_microsoft_365_admin_must_act(aadsts: int) -> Non
         pytest.param(
             (
                 400,
-                aad_error(
-                    "temporarily_unavailable", 90033, "A transient error has occurred. Please try again."
-                ),
+                aad_error("temporarily_unavailable", 90033, "A transient error has occurred. Please try again."),
                 JSON,
             ),
             TRANSIENT,
@@ -1195,9 +1160,7 @@ def test_msal_results_by_oauth_error(result: Reply, kind: FailureKind, code: str
             id="429-html",
         ),
         pytest.param(
-            requests.exceptions.ConnectionError(
-                "Max retries exceeded with url: /organizations/oauth2/v2.0/token"
-            ),
+            requests.exceptions.ConnectionError("Max retries exceeded with url: /organizations/oauth2/v2.0/token"),
             requests.exceptions.ConnectionError,
             "msal:connection_failed",
             id="connection",
@@ -1210,9 +1173,7 @@ def test_msal_results_by_oauth_error(result: Reply, kind: FailureKind, code: str
         ),
     ],
 )
-def test_msal_exceptions(
-    reply: Reply | requests.RequestException, raised: type[Exception], code: str
-) -> None:
+def test_msal_exceptions(reply: Reply | requests.RequestException, raised: type[Exception], code: str) -> None:
     with pytest.raises(raised) as caught:
         msal_refresh(reply)
     check(classify_msal_exception(caught.value), TRANSIENT, code)
@@ -1266,17 +1227,13 @@ def test_imap_abort_is_caught_before_its_parent_error() -> None:
 
 def _unknown_google() -> Failure:
     data = {"error": "brand_new_error", "error_description": "Something Google added later"}
-    return classify_google_refresh_error(
-        google_exceptions.RefreshError("brand_new_error", data, retryable=False)
-    )
+    return classify_google_refresh_error(google_exceptions.RefreshError("brand_new_error", data, retryable=False))
 
 
 UNKNOWN_INPUTS: list[Callable[[], Failure]] = [
     _unknown_google,
     lambda: classify_google_refresh_error(google_exceptions.RefreshError("")),
-    lambda: classify_gmail_response(
-        403, gmail_error(403, "New", "brandNewReason", state="PERMISSION_DENIED"), JSON
-    ),
+    lambda: classify_gmail_response(403, gmail_error(403, "New", "brandNewReason", state="PERMISSION_DENIED"), JSON),
     lambda: classify_gmail_response(418, b"", {}),
     lambda: classify_graph_response(403, graph_error("ErrorBrandNew", "New"), JSON),
     lambda: classify_graph_response(400, b"null", JSON),
@@ -1305,9 +1262,7 @@ LEAKY_INPUTS: list[Callable[[], Failure]] = [
     lambda: classify_google_refresh_error(
         google_exceptions.RefreshError("x", {"error": "invalid_grant", "error_subtype": ACCESS_TOKEN})
     ),
-    lambda: classify_gmail_response(
-        403, gmail_error(403, ECHOED_SECRETS, ACCESS_TOKEN, state=REFRESH_TOKEN), JSON
-    ),
+    lambda: classify_gmail_response(403, gmail_error(403, ECHOED_SECRETS, ACCESS_TOKEN, state=REFRESH_TOKEN), JSON),
     lambda: classify_graph_response(401, graph_error(ACCESS_TOKEN, ECHOED_SECRETS, MS_CLIENT_SECRET), JSON),
     lambda: classify_msal_result({"error": MS_CLIENT_SECRET, "error_description": ECHOED_SECRETS}),
     lambda: classify_smtp_error(smtplib.SMTPAuthenticationError(535, f"5.7.8 {ECHOED_SECRETS}".encode())),

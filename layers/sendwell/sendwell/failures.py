@@ -45,6 +45,9 @@ class Failure:
     reason: str  # plain words for a person: "the password was changed or access was revoked"
     fix: str = ""  # what the owner or their admin should do; empty where there is nothing to do
     retry_after: float | None = None  # seconds, when the provider said how long to wait
+    # The code can mean only one thing about this inbox (its grant revoked, its account deleted, its
+    # password changed): a second attempt cannot say otherwise, so it disconnects without one.
+    conclusive: bool = False
 
 
 class ProviderFailure(Exception):

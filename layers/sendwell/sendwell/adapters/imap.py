@@ -108,9 +108,12 @@ class ImapMailbox:
                 client.logout()
 
     def verify_login(self) -> None:
-        """Sign in (if not yet signed in): proves the credentials without touching any mail."""
+        """Sign in (if not yet signed in) and open INBOX read-only: proves the credentials without
+        changing any mail. The second command is the proof at Outlook, which accepts LOGIN with a
+        wrong password and refuses the next command ("User is authenticated but not connected")."""
         with _provider_failures():
-            self._session()
+            client = self._session()
+            self._check("EXAMINE", client.select(INBOX, readonly=True))
 
     def fetch_new(
         self, cursor: ImapCursor | None, *, since: datetime | None = None, batch: int = 200
@@ -188,14 +191,20 @@ class ImapMailbox:
         return self._client
 
     def _login(self, client: imaplib.IMAP4) -> None:
-        if f"{self.username}{self._password}".isascii():
-            self._commands.append("LOGIN")
-            client.login(self.username, self._password)
-        else:
-            # imaplib sends LOGIN arguments as ASCII; SASL PLAIN carries UTF-8 (RFC 4616).
-            self._commands.append("AUTHENTICATE")
-            credentials = f"\0{self.username}\0{self._password}".encode()
-            client.authenticate("PLAIN", lambda _challenge: credentials)
+        try:
+            if f"{self.username}{self._password}".isascii():
+                self._commands.append("LOGIN")
+                client.login(self.username, self._password)
+            else:
+                # imaplib sends LOGIN arguments as ASCII; SASL PLAIN carries UTF-8 (RFC 4616).
+                self._commands.append("AUTHENTICATE")
+                credentials = f"\0{self.username}\0{self._password}".encode()
+                client.authenticate("PLAIN", lambda _challenge: credentials)
+        except imaplib.IMAP4.error as exc:
+            if isinstance(exc, imaplib.IMAP4.abort):
+                raise
+            # Read here, where it is known to answer the sign-in: a NO refuses the credentials.
+            raise ProviderFailure(classify_imap_error(exc, at_login=True)) from exc
 
     def _check(self, command: str, result: tuple[str, list[Any]]) -> list[Any]:
         """Count the command, and turn a NO into the error imaplib raises for BAD (same shape)."""

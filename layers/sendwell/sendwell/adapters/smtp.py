@@ -72,7 +72,7 @@ class SmtpSender:
                 _quit(smtp)
         except (smtplib.SMTPException, OSError) as exc:
             unknown = handed_over and not isinstance(exc, smtplib.SMTPResponseException)
-            raise ProviderFailure(classify_smtp_error(exc), delivery_unknown=unknown) from exc
+            raise ProviderFailure(classify_smtp_error(exc, host=self.host), delivery_unknown=unknown) from exc
         return str(message_id)
 
     def verify_login(self) -> None:
@@ -84,7 +84,7 @@ class SmtpSender:
             finally:
                 _quit(smtp)
         except (smtplib.SMTPException, OSError) as exc:
-            raise ProviderFailure(classify_smtp_error(exc)) from exc
+            raise ProviderFailure(classify_smtp_error(exc, host=self.host)) from exc
 
     def _connect(self) -> smtplib.SMTP:
         where = (self.host, self.port)
@@ -109,7 +109,11 @@ class SmtpSender:
 
     def _authenticate(self, smtp: smtplib.SMTP) -> None:
         if self._password is not None:
-            smtp.login(self.username, self._password)
+            # One mechanism, once. smtplib's login() goes on to the next mechanism after a 535, and
+            # a server that hangs up after the first refusal turns the 535 into a lost connection.
+            mechanism = _password_mechanism(smtp)
+            smtp.user, smtp.password = self.username, self._password
+            smtp.auth(mechanism, getattr(smtp, "auth_" + mechanism.lower().replace("-", "_")))
             return
         token = self._oauth_token
 
@@ -118,6 +122,21 @@ class SmtpSender:
             return "" if challenge is not None else f"user={self.username}\x01auth=Bearer {token}\x01\x01"
 
         smtp.auth("XOAUTH2", xoauth2, initial_response_ok=True)
+
+
+# PLAIN first: the one every server has and the one the provider's docs describe; CRAM-MD5 only
+# where nothing else is offered (it needs the password stored in clear on the server).
+_PASSWORD_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
+def _password_mechanism(smtp: smtplib.SMTP) -> str:
+    if not smtp.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = smtp.esmtp_features["auth"].upper().split()
+    for mechanism in _PASSWORD_MECHANISMS:
+        if mechanism in offered:
+            return mechanism
+    raise smtplib.SMTPException("No suitable authentication method found.")
 
 
 def _quit(smtp: smtplib.SMTP) -> None:

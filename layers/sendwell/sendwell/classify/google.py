@@ -19,12 +19,14 @@ from sendwell.classify.rules import (
     TRANSIENT,
     USER_ACTION,
     HttpTable,
+    Meaning,
     Rule,
     by_type,
     classify_http,
     json_error,
     mappings_in,
     network_failure,
+    refine,
     retry_after_from_headers,
     safe_code,
     table,
@@ -46,6 +48,8 @@ _GOOGLE_REAUTH: Final = Rule(
 # Keyed by OAuth ``error``, and by ``error_subtype`` for the reauth case (google.oauth2.reauth).
 _GOOGLE_REFRESH: Final = table(
     {
+        # Also what every inbox gets when the app's consent screen is in Testing (its grants end
+        # after 7 days): not conclusive, so it is confirmed, and the breaker sees it.
         "invalid_grant": Rule(
             AUTH_LOST,
             "Google no longer accepts this inbox's connection: the password was changed, access for "
@@ -59,12 +63,53 @@ _GOOGLE_REFRESH: Final = table(
             "Google no longer gives this app the permissions it needs to read and send this inbox's email.",
             "Open the reconnect link, sign in with Google and allow every permission Google asks about.",
         ),
+        # Google Workspace: the admin restricted the app or its scopes (API controls). Source:
+        # developers.google.com/identity/protocols/oauth2/web-server, "admin_policy_enforced".
+        "admin_policy_enforced": Rule(
+            USER_ACTION,
+            "Your Google Workspace admin's policy no longer lets this app use your account.",
+            "Ask your Google Workspace admin to trust the app: Google Admin console > Security > Access and "
+            "data control > API controls > Manage Third-Party App Access, find the app and set it to "
+            "Trusted. Then open the reconnect link and sign in with Google again.",
+        ),
+        # Advanced Protection (or another account policy) blocks apps asking for Gmail scopes.
+        # Source: same page, "policy_enforced".
+        "policy_enforced": Rule(
+            USER_ACTION,
+            "Google blocked this app from your account under a security policy (for example the Advanced "
+            "Protection Program, which lets only some apps read email).",
+            "Connect this inbox with a password instead (an app password), or leave the Advanced Protection "
+            "Program; your Google Workspace admin may also set the policy. Then reconnect the inbox.",
+        ),
         "invalid_client": Rule(
             APP_CONFIG,
             "Google rejected this app's OAuth client: it was deleted or disabled, or the configured "
             "client secret is wrong.",
             "Operator: check the Google OAuth client ID and secret in the app's configuration against "
             "Google Cloud console > APIs & Services > Credentials. Inboxes stay connected.",
+        ),
+        # The app's own OAuth client, not the user's grant. Source: same page, "deleted_client",
+        # and Google's token endpoint answering {"error": "disabled_client", "error_description":
+        # "The OAuth client was disabled."}.
+        "deleted_client": Rule(
+            APP_CONFIG,
+            "Google says this app's OAuth client was deleted.",
+            "Operator: restore it within 30 days (Google Cloud console > APIs & Services > Credentials > "
+            "Deleted credentials), or create a new client and configure it; with a new client every inbox "
+            "must be reconnected. Inboxes stay connected meanwhile.",
+        ),
+        "disabled_client": Rule(
+            APP_CONFIG,
+            "Google says this app's OAuth client was disabled.",
+            "Operator: enable the client again in Google Cloud console > APIs & Services > Credentials "
+            "(a client Google disabled for a policy reason says why there). Inboxes stay connected.",
+        ),
+        "org_internal": Rule(
+            APP_CONFIG,
+            "This app's Google consent screen is set to Internal, so only accounts of its own Google "
+            "Workspace organization may use it.",
+            "Operator: set the OAuth consent screen's user type to External (Google Cloud console > APIs & "
+            "Services > OAuth consent screen). Inboxes stay connected.",
         ),
         "unauthorized_client": Rule(
             APP_CONFIG,
@@ -74,6 +119,21 @@ _GOOGLE_REFRESH: Final = table(
         ),
     }
 )
+# invalid_grant covers several causes; Google's description names a deleted account outright.
+_GOOGLE_REFRESH_MEANINGS: Final = {
+    "invalid_grant": (
+        Meaning(
+            re.compile(r"\baccount (?:has been |was )?deleted\b", re.IGNORECASE),
+            "account-deleted",
+            Rule(
+                AUTH_LOST,
+                "This Google account was deleted.",
+                "If the mailbox moved to another account, connect that one; otherwise remove the inbox.",
+                conclusive=True,
+            ),
+        ),
+    ),
+}
 _GOOGLE_TEMPORARY: Final = Rule(TRANSIENT, "Google's sign-in service had a temporary problem.")
 _GOOGLE_ERROR_PAGE: Final = Rule(
     TRANSIENT, "Google's sign-in service answered with an error page instead of a normal reply."
@@ -104,9 +164,12 @@ def classify_google_refresh_error(exc: google_exceptions.RefreshError) -> Failur
         return _GOOGLE_TEMPORARY.failure(f"google:{error or 'retryable'}")
     if data is None:  # e.g. a 502 HTML page from Google's front end
         return _GOOGLE_ERROR_PAGE.failure("google:non_json_response")
+    description = data.get("error_description")
     for key in (safe_code(data.get("error_subtype")), error):
         if key is not None and key in _GOOGLE_REFRESH:
-            return _GOOGLE_REFRESH[key].failure(f"google:{key}")
+            text = description if isinstance(description, str) else ""
+            rule, code = refine(_GOOGLE_REFRESH[key], f"google:{key}", text, _GOOGLE_REFRESH_MEANINGS.get(key, ()))
+            return rule.failure(code)
     return _GOOGLE_UNKNOWN.failure(f"google:{error or 'unknown'}")
 
 

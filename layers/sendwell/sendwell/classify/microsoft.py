@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -21,6 +22,7 @@ from sendwell.classify.rules import (
     TRANSIENT,
     USER_ACTION,
     HttpTable,
+    Meaning,
     Rule,
     by_type,
     classify_http,
@@ -90,6 +92,18 @@ _GRAPH: Final = HttpTable(
                 "Delete old email and empty Deleted Items (or ask your Microsoft 365 admin for more "
                 "space), then reconnect the inbox.",
             ),
+            "ErrorNonExistentMailbox": _GRAPH_NO_MAILBOX,
+            "ErrorAccountDisabled": Rule(
+                USER_ACTION,
+                "This Microsoft 365 account is disabled.",
+                "Ask your Microsoft 365 admin to allow sign-in again (Microsoft 365 admin center > Users > "
+                "Active users > the user > Unblock sign-in), then reconnect the inbox.",
+            ),
+            "ErrorSubmissionQuotaExceeded": Rule(
+                RATE_LIMITED,
+                "This inbox reached Microsoft's sending limit.",
+                "Sending resumes by itself once Microsoft lifts the limit (a rolling 24 hours).",
+            ),
             # A daily sending limit, not a permission problem: the inbox resumes by itself.
             "ErrorExceededMessageLimit": Rule(
                 RATE_LIMITED,
@@ -121,6 +135,27 @@ _GRAPH: Final = HttpTable(
     ),
     unavailable=Rule(TRANSIENT, "Microsoft 365 had a temporary problem."),
     unknown=Rule(TRANSIENT, "Microsoft 365 returned an error sendwell does not recognise; it will retry."),
+    meanings={
+        # Exchange reuses ErrorQuotaExceeded when a mailbox has used up its named properties (each
+        # new custom property or header name takes one, for good): the mailbox is not full. Source:
+        # microsoftgraph/msgraph-sdk-java#765, microsoft-graph-docs-contrib#3504 ("Cannot get ID
+        # from name." while the mailbox was 41% used).
+        "ErrorQuotaExceeded": (
+            Meaning(
+                re.compile(r"Cannot get ID from name", re.IGNORECASE),
+                "named-properties",
+                Rule(
+                    USER_ACTION,
+                    "This mailbox has used up its named properties, an Exchange limit on distinct custom "
+                    "fields that other apps or add-ins created in it; it is not full, but it cannot save "
+                    "or send new email until that is fixed.",
+                    "Your Microsoft 365 admin must find the app that creates a new property name for "
+                    "every message and stop it, then ask Microsoft support to raise or reset the "
+                    "mailbox's named-property quota. Then reconnect the inbox.",
+                ),
+            ),
+        ),
+    },
 )
 
 
@@ -149,6 +184,13 @@ def classify_graph_exception(exc: requests.RequestException) -> Failure:
 # --- Microsoft identity platform (msal) ------------------------------------------------------------
 
 _MS_ADMIN_POLICY: Final = "Microsoft Entra admin center > Protection > Conditional Access"
+_MS_DEVICE_POLICY: Final = Rule(
+    USER_ACTION,
+    "A Conditional Access policy of your Microsoft 365 organization allows sign-ins only from managed "
+    "or compliant devices or approved apps, and sendwell signs in from a server, which can never be one.",
+    "Signing in again will not help: your Microsoft 365 admin must exclude this app from the policy "
+    f"({_MS_ADMIN_POLICY}; the sign-in logs name the policy). Then reconnect the inbox.",
+)
 _MS_GRANT_EXPIRED: Final = Rule(
     AUTH_LOST,
     "Microsoft says this inbox's sign-in has expired or was revoked.",
@@ -164,11 +206,13 @@ _AADSTS: Final[Mapping[int, Rule]] = table(
             AUTH_LOST,
             "Microsoft expired this inbox's sign-in because it went unused for too long (90 days).",
             _RECONNECT_MICROSOFT,
+            conclusive=True,
         ),
         50173: Rule(
             AUTH_LOST,
             "The password of this Microsoft account was changed or reset, which ended the inbox's sign-in.",
             _RECONNECT_MICROSOFT + " Use the new password.",
+            conclusive=True,
         ),
         70000: Rule(
             AUTH_LOST,
@@ -179,6 +223,7 @@ _AADSTS: Final[Mapping[int, Rule]] = table(
             AUTH_LOST,
             "This Microsoft 365 account no longer exists in its organization.",
             "If the mailbox was renamed or moved, reconnect with the new account; otherwise remove the inbox.",
+            conclusive=True,
         ),
         50076: Rule(
             USER_ACTION,
@@ -224,12 +269,28 @@ _AADSTS: Final[Mapping[int, Rule]] = table(
             "Ask your Microsoft 365 admin to allow sign-in again (Microsoft 365 admin center > Users > "
             "Active users > the user > Unblock sign-in), then reconnect the inbox.",
         ),
+        # Smart lockout (too many wrong passwords, often someone else's) or sign-ins from an IP
+        # address Microsoft distrusts: it lifts by itself, and the saved sign-in is still good.
+        # Source: learn.microsoft.com/entra/identity-platform/reference-error-codes, 50053
+        # "IdsLocked" / "account is locked ... or sign-in was blocked because it came from an IP
+        # address with malicious activity".
         50053: Rule(
-            USER_ACTION,
-            "This Microsoft account is locked after too many sign-in attempts or sign-ins from a suspicious place.",
-            "Wait for the lock to lift (usually a few minutes) or ask your Microsoft 365 admin to unlock "
-            "the account, then reconnect the inbox.",
+            TRANSIENT,
+            "Microsoft has locked this account for a while after too many sign-in attempts, or blocked "
+            "sign-ins from the address sendwell runs at; it lifts by itself.",
+            "Nothing to do unless it lasts: if someone is guessing the password, your Microsoft 365 admin "
+            "can see it in the sign-in logs (Microsoft Entra admin center > Monitoring > Sign-in logs).",
         ),
+        # Conditional Access demands a compliant, managed or domain-joined device, or an approved
+        # client app. A server cannot be any of these, so signing in again never helps: only the
+        # tenant admin can, by excluding the app from the policy. Source: the same reference,
+        # 53000 DeviceNotCompliant, 53001 DeviceNotDomainJoined, 530003 "Your device is required to
+        # be managed to access this resource", 53002 ApplicationUsedIsNotAnApprovedApp.
+        53000: _MS_DEVICE_POLICY,
+        53001: _MS_DEVICE_POLICY,
+        53002: _MS_DEVICE_POLICY,
+        530002: _MS_DEVICE_POLICY,
+        530003: _MS_DEVICE_POLICY,
         50055: Rule(
             USER_ACTION,
             "The password of this Microsoft account has expired.",
@@ -241,6 +302,7 @@ _AADSTS: Final[Mapping[int, Rule]] = table(
             "Microsoft ended the saved sign-in because the password was changed or has expired.",
             "Sign in at office.com with your current password (choose a new one if it has expired), "
             "then open the reconnect link and sign in with Microsoft again.",
+            conclusive=True,
         ),
         70043: Rule(
             USER_ACTION,
@@ -255,10 +317,17 @@ _AADSTS: Final[Mapping[int, Rule]] = table(
             "Operator: create a new client secret (Microsoft Entra admin center > App registrations > "
             "the app > Certificates & secrets) and update the app's configuration. Inboxes stay connected.",
         ),
+        # "Invalid client secret provided. Ensure the secret being sent in the request is the client
+        # secret value, not the client secret ID, for a secret added to app '<id>'."
         7000215: Rule(
             APP_CONFIG,
-            "This app's Microsoft client secret is wrong.",
-            "Operator: configure the secret's Value, not its Secret ID. Inboxes stay connected.",
+            "Microsoft does not accept this app's configured client secret: it is not a current secret "
+            "of the app registration.",
+            "Operator: in Microsoft Entra admin center > App registrations > the app > Certificates & "
+            "secrets, check that the configured secret is listed there (a secret of another app, or one "
+            "deleted, fails the same way) and that you stored its Value, not its Secret ID. The Value is "
+            "shown only when a secret is created: if you no longer have it, add a new secret and store "
+            "its Value in the client-secret parameter. Inboxes stay connected.",
         ),
         700016: Rule(
             APP_CONFIG,

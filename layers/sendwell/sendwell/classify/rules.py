@@ -8,7 +8,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
@@ -33,11 +33,34 @@ class Rule:
     kind: FailureKind
     reason: str
     fix: str = ""
+    conclusive: bool = False  # see Failure.conclusive; only for kinds that disconnect
 
     def failure(self, code: str, retry_after: float | None = None) -> Failure:
         # A wait only means something for kinds that resume by themselves.
         waits = self.kind in (TRANSIENT, RATE_LIMITED)
-        return Failure(self.kind, code, self.reason, self.fix, retry_after if waits else None)
+        conclusive = self.conclusive and self.kind.disconnects
+        return Failure(self.kind, code, self.reason, self.fix, retry_after if waits else None, conclusive)
+
+
+@dataclass(frozen=True, slots=True)
+class Meaning:
+    """One of several meanings a provider gives the same code, told apart by its words.
+
+    Codes are what we classify by; words are read only where the provider documents one code with
+    two meanings (Google's 534 5.7.9, Graph's ErrorQuotaExceeded), and only to pick among rules
+    that are all right for the code.
+    """
+
+    words: re.Pattern[str]
+    name: str  # appended to Failure.code: "smtp:534 5.7.9 web-login"
+    rule: Rule
+
+
+def refine(rule: Rule, code: str, text: str, meanings: Sequence[Meaning]) -> tuple[Rule, str]:
+    for meaning in meanings:
+        if meaning.words.search(text):
+            return meaning.rule, f"{code} {meaning.name}"
+    return rule, code
 
 
 _K = TypeVar("_K")
@@ -142,6 +165,7 @@ class HttpTable:
     by_status: Mapping[int, Rule]  # when no code in the body is known
     unavailable: Rule  # 5xx, or a body that is not the API's JSON error (a proxy's HTML page)
     unknown: Rule
+    meanings: Mapping[str, Sequence[Meaning]] = field(default_factory=dict)  # by code, read from the message
 
 
 def json_error(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -169,12 +193,17 @@ def classify_http(
     retry_after: float | None,
 ) -> Failure:
     prefix = f"{table.prefix}:{status}"
+    known = [code for code in codes if code is not None]
+    # A code the API documents says more than the status class: Exchange answers a blocked sender
+    # with a 5xx whose body is ErrorMessageSubmissionBlocked.
+    for code in known:
+        if code in table.by_code:
+            message = error.get("message") if error is not None else None
+            text = message if isinstance(message, str) else ""
+            rule, name = refine(table.by_code[code], f"{prefix} {code}", text, table.meanings.get(code, ()))
+            return rule.failure(name, retry_after)
     # An error page carries no code, so only its status can be trusted, and only for throttling.
     if status >= 500 or (error is None and status != 429):
         return table.unavailable.failure(prefix, retry_after)
-    known = [code for code in codes if code is not None]
-    for code in known:
-        if code in table.by_code:
-            return table.by_code[code].failure(f"{prefix} {code}", retry_after)
     code = f"{prefix} {known[0]}" if known else prefix
     return table.by_status.get(status, table.unknown).failure(code, retry_after)
