@@ -133,6 +133,12 @@ class Deployment:
         return url
 
 
+# Waits that production makes in real time: a refused call's second look, and a permission loss's
+# settling before the breaker weighs it. Tests about those waits set them back (tests/service/
+# test_breaker.py, tests/e2e/test_confirming.py); every other test would only sleep through them.
+NO_WAITING = {"SENDWELL_CONFIRM_WAIT_SECONDS": "0", "SENDWELL_BREAKER_SETTLE_SECONDS": "0"}
+
+
 @contextmanager
 def deployed(
     env: pytest.MonkeyPatch,
@@ -159,6 +165,7 @@ def deployed(
         for logical_id in functions or resources_of_type(TEMPLATE, "AWS::Serverless::Function"):
             environment.update(function_environment(TEMPLATE, logical_id, stack))
         environment["SENDWELL_PUBLIC_BASE_URL"] = PUBLIC_BASE_URL
+        environment.update(NO_WAITING)
         environment.update(variables or {})
         for name, value in environment.items():
             env.setenv(name, value)

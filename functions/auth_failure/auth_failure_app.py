@@ -1,5 +1,9 @@
 """Auth-failure handler: each report is classified already; disconnect once, notify once.
 
+A permission loss that is not conclusive is held while it settles (services.breaker): its record
+fails on purpose and SQS delivers it again after the visibility timeout, when the provider's other
+inboxes' losses say whether to disconnect it or hold it behind the breaker.
+
 A record whose notices could not all be sent (SES or SNS failing, another invocation busy with the
 same notice) fails; SQS delivers it again and the retry sends only what is missing. A record that
 keeps failing ends in the queue's dead-letter queue; the inbox's state never depends on it.
@@ -29,6 +33,7 @@ PARTS = wiring.incidents(os.environ)
 VERDICT_METRICS: Mapping[Verdict, Metric] = {
     Verdict.DISCONNECTED: Metric.INBOXES_DISCONNECTED,
     Verdict.APP_CONFIG: Metric.APP_CONFIG_ERRORS,
+    Verdict.TRIPPED: Metric.APP_CONFIG_ERRORS,  # once per trip of the mass-disconnect breaker
 }
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -118,12 +118,14 @@ class Harness:
             except (Crash, Exception):  # noqa: BLE001 - any failed invocation is retried by AWS
                 return None
 
-    def add_inbox(self, *, status: InboxStatus = InboxStatus.CONNECTED, **extra: Any) -> Inbox:
+    def add_inbox(
+        self, *, status: InboxStatus = InboxStatus.CONNECTED, provider: str = "custom", **extra: Any
+    ) -> Inbox:
         inbox_id = self.next_id("ibx")
         address = f"{inbox_id}@agency.example"
         inbox = self.aws.models.inbox(
             inbox_id=inbox_id,
-            provider="custom",
+            provider=provider,
             address=address,
             owner_email=f"owner.{inbox_id}@client.example",
             created_at=START - timedelta(days=30),

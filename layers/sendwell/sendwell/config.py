@@ -47,6 +47,14 @@ class _Environment:
     def optional(self, name: str, default: str) -> str:
         return self.env.get(name, "").strip() or default
 
+    def number(self, name: str, default: float) -> float:
+        raw = self.env.get(name, "").strip()
+        try:
+            return float(raw) if raw else default
+        except ValueError:
+            self.missing.append(f"{name} (a number)")
+            return default
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderEndpoints:
@@ -197,6 +205,8 @@ class ProviderSettings:
     google: OAuthClient
     microsoft: OAuthClient
     endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)
+    # How long a send or poll waits before it tries a refused call again with fresh credentials.
+    confirm_wait_seconds: float = 2.0
 
     @staticmethod
     def _read(env: _Environment) -> dict[str, Any]:
@@ -218,6 +228,7 @@ class ProviderSettings:
                 microsoft_authority=env.optional("SENDWELL_MICROSOFT_AUTHORITY", MICROSOFT_AUTHORITY).rstrip("/"),
                 ca_bundle=env.env.get("SENDWELL_CA_BUNDLE") or None,
             ),
+            "confirm_wait_seconds": env.number("SENDWELL_CONFIRM_WAIT_SECONDS", 2.0),
         }
 
 
@@ -257,7 +268,29 @@ class PollSettings(
 
 
 @dataclass(frozen=True, kw_only=True)
-class IncidentSettings(CoreSettings, EventsSettings, IdempotencySettings, NoticeSettings, PublicUrlSettings):
+class BreakerLimits:
+    """When many inboxes of one provider lose permission at once, hold them instead (services.breaker)."""
+
+    breaker_min_inboxes: int = 5
+    breaker_min_share: float = 0.2
+    breaker_window_minutes: float = 30.0
+    # Below the auth-failure queue's visibility timeout (180 s): a settling report comes back after it.
+    breaker_settle_seconds: float = 120.0
+
+    @staticmethod
+    def _read(env: _Environment) -> dict[str, Any]:
+        return {
+            "breaker_min_inboxes": int(env.number("SENDWELL_BREAKER_MIN_INBOXES", 5)),
+            "breaker_min_share": env.number("SENDWELL_BREAKER_MIN_SHARE", 0.2),
+            "breaker_window_minutes": env.number("SENDWELL_BREAKER_WINDOW_MINUTES", 30.0),
+            "breaker_settle_seconds": env.number("SENDWELL_BREAKER_SETTLE_SECONDS", 120.0),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class IncidentSettings(
+    CoreSettings, EventsSettings, IdempotencySettings, NoticeSettings, PublicUrlSettings, BreakerLimits
+):
     """The auth-failure handler: incidents and their notices."""
 
 

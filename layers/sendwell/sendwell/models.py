@@ -180,6 +180,11 @@ class Inbox(Model):
     paused = BooleanAttribute(default=False)
     # Why sendwell paused it itself (None: an admin did); an admin's resume clears it.
     paused_reason = UnicodeAttribute(null=True)
+    # A permission loss being weighed (counted against the provider's other inboxes before anyone is
+    # told) or held by the mass-disconnect breaker: sends wait, polls go on, and one that succeeds
+    # releases it. ``held_reason`` is "settling" or "breaker" (services.breaker).
+    held_since = UTCDateTimeAttribute(null=True)
+    held_reason = UnicodeAttribute(null=True)
     status_code = UnicodeAttribute(null=True)  # classifier code of the failure that disconnected it
     status_reason = UnicodeAttribute(null=True)
     status_fix = UnicodeAttribute(null=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -31,6 +32,7 @@ from sendwell.adapters.aws import (
     SqsAuthFailureReporter,
     SqsQueue,
 )
+from sendwell.adapters.confirming import ConfirmingMailboxes
 from sendwell.adapters.http import http_session
 from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
 from sendwell.adapters.oauth import GoogleAuthorizer, LiveLoginCheck, MicrosoftAuthorizer
@@ -43,6 +45,7 @@ from sendwell.config import (
     IncidentSettings,
     NoticeSettings,
     PollSettings,
+    ProviderSettings,
     ReconnectSettings,
     ReconnectWorkerSettings,
     RemindersSettings,
@@ -55,6 +58,7 @@ from sendwell.observability import CountingMailer, install_redaction
 from sendwell.ports.platform import Cipher
 from sendwell.ports.signin import Authorizer
 from sendwell.services.auth_failures import IncidentContext
+from sendwell.services.breaker import BreakerSettings
 from sendwell.services.catch_up import CatchUpContext
 from sendwell.services.polling import PollContext
 from sendwell.services.reconnect import ReconnectContext
@@ -102,6 +106,12 @@ def _models(settings: CoreSettings) -> Models:
     return bind_models(settings.tables, region=settings.region)
 
 
+def _mailboxes(settings: ProviderSettings, models: Models, cipher: Cipher) -> ConfirmingMailboxes:
+    """Every send and poll confirms a permission loss once before reporting it."""
+    inner = ProviderMailboxes.from_settings(settings, models, cipher, ParameterStoreSecrets())
+    return ConfirmingMailboxes(inner, models, wait_seconds=settings.confirm_wait_seconds)
+
+
 def _mailer(aws: _Aws, settings: NoticeSettings) -> CountingMailer:
     return CountingMailer(SesMailer(aws.client("ses"), settings.sender_address, copy_to=settings.outbox_dir), metrics)
 
@@ -111,7 +121,7 @@ def _poll_context(
 ) -> PollContext:
     return PollContext(
         models=models,
-        mailboxes=ProviderMailboxes.from_settings(settings, models, cipher, ParameterStoreSecrets()),
+        mailboxes=_mailboxes(settings, models, cipher),
         auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
         events=SnsPublisher(aws.client("sns"), settings.inbox_events_topic_arn),
         once=once,
@@ -131,6 +141,12 @@ def _incident_context(aws: _Aws, settings: IncidentSettings, models: Models, onc
         workspace_name=settings.workspace_name,
         admin_emails=settings.admin_emails,
         public_base_url=settings.public_base_url,
+        breaker=BreakerSettings(
+            min_inboxes=settings.breaker_min_inboxes,
+            min_share=settings.breaker_min_share,
+            window=timedelta(minutes=settings.breaker_window_minutes),
+            settle=timedelta(seconds=settings.breaker_settle_seconds),
+        ),
     )
 
 
@@ -166,7 +182,7 @@ def send(env: Mapping[str, str]) -> Send:
     cipher = CachingCipher(KmsCipher(aws.client("kms"), settings.credentials_key_id))
     context = SendContext(
         models=models,
-        mailboxes=ProviderMailboxes.from_settings(settings, models, cipher, ParameterStoreSecrets()),
+        mailboxes=_mailboxes(settings, models, cipher),
         auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
         unsubscribe_base_url=f"{settings.public_base_url}/u",
         campaigns=lambda campaign_id: campaigns.get(campaign_id, lambda: models.campaign.get(campaign_id)),

@@ -85,9 +85,12 @@ class ProviderMailboxes:
     ) -> ProviderMailboxes:
         return cls(settings, CredentialStore(models, cipher), secrets=secrets)
 
-    def open(self, inbox: Inbox) -> Mailbox:
+    def open(self, inbox: Inbox, *, fresh_token: bool = False) -> Mailbox:
+        """``fresh_token``: ignore the stored access token and get a new one first (a second look)."""
         provider = Provider(inbox.provider)
         credentials = self._store.load(inbox)
+        if fresh_token:
+            credentials = {k: v for k, v in credentials.items() if k not in ("access_token", "expires_at")}
         if provider is Provider.CUSTOM:
             return self._custom(inbox, credentials.get("password", ""))
         if not credentials.get("refresh_token"):
@@ -140,9 +143,7 @@ class ProviderMailboxes:
         return client.client_id, secret
 
 
-def custom_connections(
-    inbox: Inbox, password: str, *, timeout: float
-) -> tuple[SmtpSender, Callable[[], ImapMailbox]]:
+def custom_connections(inbox: Inbox, password: str, *, timeout: float) -> tuple[SmtpSender, Callable[[], ImapMailbox]]:
     """A custom inbox's SMTP sender and a way to open its IMAP connection, with ``password``."""
     username = inbox.username or inbox.address
     smtp = SmtpSender(

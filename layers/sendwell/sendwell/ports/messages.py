@@ -85,6 +85,7 @@ class AuthFailureReport:
     # The inbox's credentials version the failing call used: a report about credentials that were
     # replaced since (renewed, reconnected) says nothing about the current ones. -1: not known.
     credentials_version: int = -1
+    conclusive: bool = False  # Failure.conclusive: disconnect without weighing it against other inboxes
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -101,13 +102,19 @@ class AuthFailureReport:
             at=at.isoformat(),
             source=source,
             credentials_version=int(inbox.credentials_version),
+            conclusive=failure.conclusive,
         )
 
     @classmethod
     def from_json(cls, body: str) -> AuthFailureReport:
         data = json.loads(body)
-        text = {name: str(data[name]) for name in cls.__dataclass_fields__ if name != "credentials_version"}
-        return cls(**text, credentials_version=int(data.get("credentials_version", -1)))
+        typed = ("credentials_version", "conclusive")
+        text = {name: str(data[name]) for name in cls.__dataclass_fields__ if name not in typed}
+        return cls(
+            **text,
+            credentials_version=int(data.get("credentials_version", -1)),
+            conclusive=data.get("conclusive") is True,
+        )
 
 
 @dataclass(frozen=True, slots=True)

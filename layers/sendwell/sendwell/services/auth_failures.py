@@ -26,7 +26,8 @@ from sendwell.failures import FailureKind
 from sendwell.models import Campaign, Inbox, InboxStatus, Models
 from sendwell.ports.messages import AuthFailureReport
 from sendwell.ports.platform import EventPublisher, Mailer, Once
-from sendwell.services import activity, links, notices
+from sendwell.services import activity, breaker, links, notices
+from sendwell.services.breaker import BreakerSettings
 from sendwell.services.inbox_health import ATTENTION_SHARDS, DEGRADED_AFTER
 from sendwell.services.lookups import campaigns_on
 
@@ -40,6 +41,8 @@ NOTICE_RETRY_WINDOW = timedelta(days=3)
 
 class Verdict(enum.StrEnum):
     DISCONNECTED = "disconnected"  # this report made the transition
+    TRIPPED = "tripped"  # this report tripped the mass-disconnect breaker: ops alarm, inbox held
+    HELD = "held"  # the breaker is tripped: the inbox is held, not disconnected
     ABSORBED = "absorbed"  # the inbox was already disconnected (or not connected)
     APP_CONFIG = "app_config"  # ops notified; no inbox touched
     IGNORED = "ignored"  # transient, unknown inbox, or older than the inbox's last reconnect
@@ -57,6 +60,9 @@ class IncidentContext:
     reminder_delays: tuple[timedelta, ...] = field(default=REMINDER_DELAYS)
     degraded_after: timedelta = DEGRADED_AFTER
     notice_retry_window: timedelta = NOTICE_RETRY_WINDOW
+    # The auth-failure handler weighs losses against the provider's other inboxes; other users of
+    # this context (reminders) only send notices.
+    breaker: BreakerSettings | None = None
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -75,6 +81,10 @@ def handle_report(ctx: IncidentContext, report: AuthFailureReport, *, now: datet
         return Verdict.IGNORED
     verdict = Verdict.ABSORBED
     if inbox.status == InboxStatus.CONNECTED:
+        if not report.conclusive and ctx.breaker is not None:
+            held = _weigh(ctx, ctx.breaker, inbox, report, now)
+            if held is not None:
+                return held
         if _disconnect(ctx, inbox, report, now):
             verdict = Verdict.DISCONNECTED
         elif inbox.status == InboxStatus.CONNECTED:
@@ -85,6 +95,60 @@ def handle_report(ctx: IncidentContext, report: AuthFailureReport, *, now: datet
         # undone. Once the whole follow-up has succeeded, a late report costs one idempotency lookup.
         ctx.once.run(f"{inbox.incident_id}:follow-up", lambda: _follow_up(ctx, inbox, now))
     return verdict
+
+
+def _weigh(
+    ctx: IncidentContext, settings: BreakerSettings, inbox: Inbox, report: AuthFailureReport, now: datetime
+) -> Verdict | None:
+    """None: go on and disconnect. Raises breaker.Settling while the loss is too recent to judge."""
+    failed_at = _report_time(report)
+    if report.source == "poll" and inbox.last_polled_at is not None and inbox.last_polled_at > failed_at:
+        breaker.release(ctx.models, inbox)  # a later poll signed in: the loss did not last
+        return Verdict.IGNORED
+    trip = breaker.weigh(ctx.models, settings, inbox, report, failed_at=failed_at, now=now)
+    if trip is None:
+        return None
+    activity.record(
+        ctx.models,
+        now=now,
+        kind="inbox.held",
+        message=(
+            f"Sending from {inbox.address} is held, not disconnected: {trip.inboxes} of {trip.connected} connected "
+            f"{notices.provider_name(trip.provider)} inboxes lost permission at once, which points at the app's "
+            "own configuration. Its owner was not told; it resumes by itself once the cause is fixed."
+        ),
+        inbox_id=inbox.inbox_id,
+        details={"code": report.code, "tripped_at": trip.tripped_at},
+        dedup=f"held.{trip.tripped_at}",
+    )
+    ctx.once.run(f"breaker:{trip.provider}:{trip.tripped_at}:notice", lambda: _notify_trip(ctx, trip))
+    return Verdict.TRIPPED if trip.new else Verdict.HELD
+
+
+def _notify_trip(ctx: IncidentContext, trip: breaker.Trip) -> str:
+    if not ctx.admin_emails:
+        return "no admins"
+    name = notices.provider_name(trip.provider)
+    email = notices.app_config(
+        workspace=ctx.workspace_name,
+        provider=trip.provider,
+        code=f"breaker: {', '.join(trip.codes)}",
+        reason=(
+            f"{trip.inboxes} of {trip.connected} connected {name} inboxes ({trip.share:.0%}) reported a "
+            "permission loss within minutes of each other. So many at once is almost always the app's own "
+            "configuration, not each person's account"
+        ),
+        fix=(
+            f"Operator: check the {name} app first. Google: is the OAuth consent screen still in Testing "
+            "(its grants end after 7 days)? Was the client secret or a scope changed? Microsoft: did the app "
+            "registration lose a permission (Mail.Send, Mail.ReadWrite) or admin consent, or did its secret "
+            "change? These inboxes are held, not disconnected, and their owners were not told; each resumes "
+            "by itself at its next successful poll once the cause is fixed. One that still fails after the "
+            "breaker closes is disconnected and its owner told as usual"
+        ),
+        to=ctx.admin_emails,
+    )
+    return ctx.mailer.send(email)
 
 
 def _follow_up(ctx: IncidentContext, inbox: Inbox, now: datetime) -> str:
@@ -122,6 +186,8 @@ def _disconnect(ctx: IncidentContext, inbox: Inbox, report: AuthFailureReport, n
         # A degraded spell ends here: the inbox is now plainly disconnected.
         table.transient_since.remove(),
         table.degraded_notified.set(False),
+        table.held_since.remove(),  # a hold ends in the disconnect it was weighing
+        table.held_reason.remove(),
     ]
     if ctx.reminder_delays:
         actions += [

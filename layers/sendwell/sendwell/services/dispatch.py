@@ -127,6 +127,8 @@ def _why_inbox_cannot_send(inbox: Inbox | None, now: datetime) -> str | None:
         return f"inbox {inbox.status}"
     if inbox.paused:
         return "inbox paused"
+    if inbox.held_since is not None:
+        return "inbox held while a permission loss is checked"
     if inbox.rate_limited_until and inbox.rate_limited_until > now:
         return "provider sending limit"
     return None

@@ -161,6 +161,9 @@ def _save_cursor(
         table.transient_since.remove(),
         table.degraded_notified.set(False),
     ]
+    if inbox.held_since is not None:
+        # The credentials work: whatever held the inbox (a loss being weighed, the breaker) is over.
+        actions += [table.held_since.remove(), table.held_reason.remove()]
     if inbox.status == InboxStatus.CONNECTED:  # paused too: its replies still stop sequences
         actions.append(table.next_poll_at.set(epoch(now + ctx.interval) + secrets.randbelow(30)))
     condition = table.poll_cursor.does_not_exist() if cursor_before is None else table.poll_cursor == cursor_before

@@ -261,6 +261,7 @@ def _claim_inbox_slot(
     can_send = (
         (table.status == InboxStatus.CONNECTED.value)
         & (table.paused == False)  # noqa: E712 - a DynamoDB condition, not a Python comparison
+        & table.held_since.does_not_exist()
         & (table.rate_limited_until.does_not_exist() | (table.rate_limited_until <= now))
     )
     lease_free = table.send_lease_until.does_not_exist() | (table.send_lease_until < epoch(now))
@@ -294,6 +295,7 @@ def _claim_inbox_slot(
     if (
         current.status != InboxStatus.CONNECTED
         or current.paused
+        or current.held_since is not None
         or (current.rate_limited_until is not None and current.rate_limited_until > now)
     ):
         # Dispatch will enqueue the step again once the inbox can send; retrying here would only
