@@ -37,6 +37,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from local.cfn import ROOT, Stack, create_resources, function_environment, load_template, resources_of_type
+from sendwell.config import CONFIRM_WAIT_SECONDS, SETTLE_SECONDS
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -261,6 +262,9 @@ class LocalStack:
         env["SENDWELL_PUBLIC_BASE_URL"] = self.api_url
         env["POWERTOOLS_LOG_LEVEL"] = os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING")
         env["POWERTOOLS_METRICS_DISABLED"] = os.environ.get("POWERTOOLS_METRICS_DISABLED", "true")
+        # Waits that are real time when deployed run faster here, as the schedules do.
+        env["SENDWELL_BREAKER_SETTLE_SECONDS"] = f"{SETTLE_SECONDS / self.speed:g}"
+        env["SENDWELL_CONFIRM_WAIT_SECONDS"] = f"{CONFIRM_WAIT_SECONDS / self.speed:g}"
         env.update(self.extra_env)
         self._set_env(env)
         self.handlers = {logical_id: load_handler(logical_id, self.template) for logical_id in functions}

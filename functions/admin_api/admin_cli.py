@@ -6,6 +6,7 @@ IAM-authorised admin API calls, so both always behave alike.
 
     python functions/admin_api/admin_cli.py create-inbox --provider gmail --address a@x.com --owner o@x.com
     python functions/admin_api/admin_cli.py link ibx_123 --days 3 --backlog paced --revoke-older
+    python functions/admin_api/admin_cli.py owner-link dana@client.example --days 3
     python functions/admin_api/admin_cli.py links ibx_123
     python functions/admin_api/admin_cli.py revoke-link ibx_123 lnk_456
     python functions/admin_api/admin_cli.py status ibx_123
@@ -35,7 +36,7 @@ from sendwell.config import Settings
 from sendwell.failures import Provider
 from sendwell.models import BacklogMode, Models, SuppressionReason, bind_models
 from sendwell.prospects import ProspectImportError
-from sendwell.services import campaigns, inboxes, links, suppression
+from sendwell.services import campaigns, inboxes, links, owner_links, suppression
 
 
 def _actor() -> str:
@@ -65,6 +66,10 @@ def run(argv: list[str], models: Models, settings: Settings) -> int:
     link.add_argument("--days", type=float, default=7)
     link.add_argument("--backlog", choices=[m.value for m in BacklogMode], default=BacklogMode.PACED.value)
     link.add_argument("--revoke-older", action="store_true")
+    owner_link = commands.add_parser("owner-link", help="one reconnect link for all of an owner's disconnected inboxes")
+    owner_link.add_argument("owner_email")
+    owner_link.add_argument("--days", type=float, default=7)
+    owner_link.add_argument("--backlog", choices=[m.value for m in BacklogMode], default=BacklogMode.PACED.value)
     for name in ("links", "status", "pause", "resume"):
         commands.add_parser(name).add_argument("inbox_id")
     revoke = commands.add_parser("revoke-link")
@@ -122,6 +127,24 @@ def run(argv: list[str], models: Models, settings: Settings) -> int:
                     "link_id": issued.link.link_id,
                     "url": f"{settings.public_base_url}/r/{issued.token}",
                     "expires_at": issued.link.expires_at,
+                }
+            )
+        elif args.command == "owner-link":
+            waiting = owner_links.disconnected_of(models, args.owner_email)
+            issued = links.create_owner_link(
+                models,
+                owner_email=args.owner_email,
+                created_by=_actor(),
+                now=now,
+                lifetime=timedelta(days=args.days),
+                backlog_mode=BacklogMode(args.backlog),
+            )
+            _print(
+                {
+                    "link_id": issued.link.link_id,
+                    "url": f"{settings.public_base_url}/r/{issued.token}",
+                    "expires_at": issued.link.expires_at,
+                    "inboxes": [inbox.address for inbox in waiting],
                 }
             )
         elif args.command == "links":

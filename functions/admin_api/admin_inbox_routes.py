@@ -10,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from sendwell import wiring
 from sendwell.clock import utcnow
 from sendwell.observability import Metric
-from sendwell.services import activity, inboxes, links
+from sendwell.services import activity, inboxes, links, owner_links
 from sendwell.wiring import logger, metrics, tracer
 
 router = APIGatewayHttpRouter()
@@ -77,6 +77,30 @@ def create_link(inbox_id: str) -> Response[str]:
     logger.info("reconnect link created", extra={"inbox_id": inbox_id, "link_id": issued.link.link_id})
     url = f"{_parts().settings.public_base_url}/r/{issued.token}"
     return as_json(201, {**links.describe(issued.link), "url": url})
+
+
+@router.post("/admin/owner-links")
+def create_owner_link() -> Response[str]:
+    """One link for every disconnected inbox of one owner: ``{"owner_email": ...}`` plus the link options."""
+    body = json_body(router.current_event.body)
+    options = link_options(body)
+    owner = body.get("owner_email")
+    if not isinstance(owner, str) or "@" not in owner:
+        return as_json(400, {"error": "owner_email is required"})
+    waiting = owner_links.disconnected_of(_parts().models, owner)
+    issued = links.create_owner_link(
+        _parts().models,
+        owner_email=owner,
+        created_by=actor(router.current_event),
+        now=utcnow(),
+        lifetime=options.lifetime,
+        backlog_mode=options.backlog_mode,
+    )
+    metrics.add_metric(name=Metric.LINKS_CREATED, unit=MetricUnit.Count, value=1)
+    logger.info("owner reconnect link created", extra={"link_id": issued.link.link_id, "inboxes": len(waiting)})
+    url = f"{_parts().settings.public_base_url}/r/{issued.token}"
+    body = {**links.describe(issued.link), "url": url, "inbox_ids": [inbox.inbox_id for inbox in waiting]}
+    return as_json(201, body)
 
 
 @router.get("/admin/inboxes/<inbox_id>/links")

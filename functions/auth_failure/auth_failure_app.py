@@ -1,8 +1,8 @@
 """Auth-failure handler: each report is classified already; disconnect once, notify once.
 
-A permission loss that is not conclusive is held while it settles (services.breaker): its record
-fails on purpose and SQS delivers it again after the visibility timeout, when the provider's other
-inboxes' losses say whether to disconnect it or hold it behind the breaker.
+A permission loss that is not conclusive is held while it settles (services.breaker): the report is
+queued again with a delay, and decided when it comes back, once the provider's other inboxes have
+had time to report theirs.
 
 A record whose notices could not all be sent (SES or SNS failing, another invocation busy with the
 same notice) fails; SQS delivers it again and the retry sends only what is missing. A record that
@@ -11,6 +11,7 @@ keeps failing ends in the queue's dead-letter queue; the inbox's state never dep
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,7 @@ from sendwell.failures import FailureKind
 from sendwell.observability import AUTH_FAILURE_METRICS, Metric
 from sendwell.ports.messages import AuthFailureReport
 from sendwell.services.auth_failures import Verdict, handle_report
+from sendwell.services.breaker import Settling
 from sendwell.wiring import logger, metrics, tracer
 
 PARTS = wiring.incidents(os.environ)
@@ -42,7 +44,13 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def handle_record(record: SQSRecord) -> None:
     report = AuthFailureReport.from_json(record.body)
     logger.append_keys(inbox_id=report.inbox_id, code=report.code)
-    verdict = handle_report(PARTS.context, report, now=utcnow())
+    try:
+        verdict = handle_report(PARTS.context, report, now=utcnow())
+    except Settling as settling:
+        # Queued again, to be decided once the provider's other inboxes have had time to report.
+        PARTS.later.report(report, delay_seconds=math.ceil(settling.delay.total_seconds()))
+        logger.info("permission loss settling", extra={"delay_seconds": int(settling.delay.total_seconds())})
+        return
     # Counted once handled, so a redelivered report is not counted twice.
     metrics.add_metric(name=Metric.AUTH_FAILURES, unit=MetricUnit.Count, value=1)
     metrics.add_metric(name=AUTH_FAILURE_METRICS[FailureKind(report.kind)], unit=MetricUnit.Count, value=1)

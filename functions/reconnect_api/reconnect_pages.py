@@ -24,12 +24,13 @@ from markupsafe import Markup
 
 from sendwell.config import ReconnectSettings
 from sendwell.failures import Provider
-from sendwell.models import InboxStatus
+from sendwell.models import Inbox, InboxStatus
 from sendwell.observability import Metric
 from sendwell.ports.signin import AuthorizationFailed, ConsentDeclined, LoginFailed, LoginPart, LoginStage, PartFailure
-from sendwell.services import links, notices, reconnect
+from sendwell.services import links, notices, owner_links, reconnect
 
 MAX_FORM_BYTES = 16 * 1024
+_NO_REASON = "The provider stopped accepting sendwell's access to this inbox"
 BUTTON_LABELS = {Provider.GMAIL.value: "Continue with Google", Provider.OUTLOOK.value: "Sign in with Microsoft"}
 
 _ENVIRONMENT = jinja2.Environment(
@@ -137,6 +138,8 @@ class Pages:
         # for /. Only a local run on http://127.0.0.1 goes without it.
         self._secure_cookie = settings.public_base_url.startswith("https://")
         self.cookie_name = "__Host-sendwell-session" if self._secure_cookie else "sendwell-session"
+        # An owner link's session, apart: an inbox's sign-in started from it must not replace it.
+        self.owner_cookie_name = "__Host-sendwell-owner" if self._secure_cookie else "sendwell-owner"
 
     def page(self, status: int, template: str, *, cookies: list[Cookie] | None = None, **values: Any) -> Response[str]:
         body = _ENVIRONMENT.get_template(f"{template}.html").render(
@@ -167,9 +170,9 @@ class Pages:
     def redirect(self, location: str, *, cookies: list[Cookie] | None = None) -> Response[str]:
         return Response(status_code=303, headers={**self.headers, "Location": location}, body="", cookies=cookies)
 
-    def session_cookie(self, value: str, *, max_age: int) -> Cookie:
+    def session_cookie(self, value: str, *, max_age: int, owner: bool = False) -> Cookie:
         return Cookie(
-            self.cookie_name,
+            self.owner_cookie_name if owner else self.cookie_name,
             value,
             path="/",
             secure=self._secure_cookie,
@@ -181,10 +184,11 @@ class Pages:
     def cleared_cookie(self) -> Cookie:
         return Cookie(self.cookie_name, "", path="/", secure=self._secure_cookie, http_only=True, max_age=0)
 
-    def read_session(self, cookies: Iterable[str]) -> str | None:
+    def read_session(self, cookies: Iterable[str], *, owner: bool = False) -> str | None:
+        wanted = self.owner_cookie_name if owner else self.cookie_name
         for raw in cookies:
             name, _, value = raw.partition("=")
-            if name.strip() == self.cookie_name:
+            if name.strip() == wanted:
                 return value.strip()
         return None
 
@@ -198,7 +202,7 @@ def landing(visit: reconnect.Visit, **extra: Any) -> dict[str, Any]:
         "inbox_name": inbox.display_name,
         "provider": inbox.provider,
         "provider_name": notices.provider_name(inbox.provider),
-        "reason": _sentence(inbox.status_reason or "The provider stopped accepting sendwell's access to this inbox"),
+        "reason": _sentence(inbox.status_reason or _NO_REASON),
         "fix": _sentence(inbox.status_fix or ""),
         "action_label": BUTTON_LABELS.get(inbox.provider, "Continue"),
         "csrf_token": visit.session.csrf_token,
@@ -206,6 +210,27 @@ def landing(visit: reconnect.Visit, **extra: Any) -> dict[str, Any]:
         "smtp_host": inbox.smtp_host or "",
         "imap_host": inbox.imap_host or "",
         **extra,
+    }
+
+
+def owner_page(visit: owner_links.OwnerVisit) -> dict[str, Any]:
+    def card(inbox: Inbox) -> dict[str, str]:
+        return {
+            "inbox_id": inbox.inbox_id,
+            "address": inbox.address,
+            "name": inbox.display_name,
+            "provider_name": notices.provider_name(inbox.provider),
+            "reason": _sentence(
+                inbox.status_reason or "The provider stopped accepting sendwell's access to this inbox"
+            ),
+            "fix": _sentence(inbox.status_fix or ""),
+        }
+
+    return {
+        "waiting": [card(inbox) for inbox in visit.waiting],
+        "done": [card(inbox) for inbox in visit.done],
+        "csrf_token": visit.session.csrf_token,
+        "expires": visit.link.expires_at.strftime("%d %B %Y, %H:%M UTC"),
     }
 
 

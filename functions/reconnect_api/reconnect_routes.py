@@ -5,12 +5,12 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from aws_lambda_powertools.metrics import MetricUnit
-from reconnect_pages import Pages, landing, parse_form
+from reconnect_pages import Pages, landing, owner_page, parse_form
 
 from sendwell import wiring
 from sendwell.clock import utcnow
 from sendwell.observability import Metric
-from sendwell.services import reconnect
+from sendwell.services import links, owner_links, reconnect
 from sendwell.wiring import NOTICE_FAILURES, logger, metrics
 
 router = APIGatewayHttpRouter()
@@ -30,7 +30,25 @@ def _pages() -> Pages:
 @router.get("/r/<token>")
 def open_link(token: str) -> Response[str]:
     opened, link = reconnect.open_link(_parts().context, token, now=utcnow())
-    logger.info("reconnect link opened", extra={"link_id": link.link_id, "inbox_id": link.inbox_id})
+    owner = links.owner_of(link) is not None
+    logger.info("reconnect link opened", extra={"link_id": link.link_id, "owner_link": owner})
+    cookie = _pages().session_cookie(opened.cookie, max_age=opened.max_age, owner=owner)
+    return _pages().redirect(f"{_pages().public_base_url}/{'inboxes' if owner else 'connect'}", cookies=[cookie])
+
+
+@router.get("/inboxes")
+def owner_inboxes() -> Response[str]:
+    visit = owner_links.load_owner_visit(_parts().context, _owner_cookie(), now=utcnow())
+    return _pages().page(200, "inboxes", **owner_page(visit))
+
+
+@router.post("/inboxes/start")
+def start_owner_inbox() -> Response[str]:
+    form = _form()
+    opened, link = owner_links.start_inbox(
+        _parts().context, _owner_cookie(), form.get("csrf_token", ""), form.get("inbox_id", ""), now=utcnow()
+    )
+    logger.info("reconnect started from an owner link", extra={"link_id": link.link_id, "inbox_id": link.inbox_id})
     cookie = _pages().session_cookie(opened.cookie, max_age=opened.max_age)
     return _pages().redirect(f"{_pages().public_base_url}/connect", cookies=[cookie])
 
@@ -83,11 +101,16 @@ def _reconnected(started: reconnect.ReconnectStarted) -> Response[str]:
         cookies=[_pages().cleared_cookie()],
         inbox_address=started.inbox.address,
         next_steps=started.next_steps(),
+        owner_page=_owner_cookie() is not None,
     )
 
 
 def session_cookie() -> str | None:
     return _pages().read_session(router.current_event.cookies or [])
+
+
+def _owner_cookie() -> str | None:
+    return _pages().read_session(router.current_event.cookies or [], owner=True)
 
 
 def _form() -> dict[str, str]:

@@ -73,14 +73,14 @@ class Stack:
     def inbox(self, inbox_id: str) -> Inbox:
         return self.models.inbox.get(inbox_id, consistent_read=True)
 
-    def add_inbox(self, provider: str, address: str, **extra: Any) -> Inbox:
+    def add_inbox(self, provider: str, address: str, *, owner: str = OWNER, **extra: Any) -> Inbox:
         inbox_id = f"ibx_{uuid.uuid4().hex[:10]}"
         return add_disconnected_inbox(
             self.models,
             inbox_id,
             provider,
             address,
-            owner=OWNER,
+            owner=owner,
             attention_shard="2",
             follow_ups=["Bumping this."],
             **extra,
@@ -137,10 +137,12 @@ def world(stack: Stack) -> Stack:
     return stack
 
 
-def google_inbox(world: Stack) -> Inbox:
+def google_inbox(world: Stack, owner: str = OWNER) -> Inbox:
     alice = world.sandbox.add_google_account(ALICE, name="Alice Archer")
     old = {"refresh_token": "1//0-revoked", "access_token": "ya29.old", "expires_at": 0, "scopes": []}
-    inbox = world.add_inbox("gmail", ALICE, identity_issuer="https://accounts.google.com", identity_subject=alice.sub)
+    inbox = world.add_inbox(
+        "gmail", ALICE, owner=owner, identity_issuer="https://accounts.google.com", identity_subject=alice.sub
+    )
     inbox.update(actions=[world.models.inbox.credentials.set(world.store.encrypt(inbox.inbox_id, old))])
     return inbox
 
@@ -225,6 +227,63 @@ def test_owner_reconnects_gmail_through_google_and_the_creator_hears_of_it(
     assert to_admin.subject == f"{ALICE} is reconnected"
     assert "1 message arrived while it was disconnected: 1 reply and 0 bounces" in to_admin.body
     assert [m.subject for m in emails_to(OWNER)] == [f"Thanks: {ALICE} is connected again"]
+    check_every_page(browser, world, link, server_logs.text())
+
+
+def test_one_link_walks_an_owner_through_each_of_their_inboxes(
+    world: Stack, browser: BrowserTab, server_logs: ServerLogs
+) -> None:
+    """An admin makes one link for an owner; its page lists both of their disconnected inboxes and
+    starts each one's own sign-in, with that inbox's own proof (the account recorded for it)."""
+    owner = "erin@client.example"
+    alice = google_inbox(world, owner=owner)
+    bob_account = world.sandbox.add_microsoft_account(BOB, name="Bob Brown")
+    bob = world.add_inbox(
+        "outlook", BOB, owner=owner, identity_issuer=bob_account.tid, identity_subject=bob_account.oid
+    )
+    world.add_inbox("gmail", "someone.else@acme-outreach.com")  # another owner's: never on this page
+    answer = requests.post(f"{world.api}/admin/owner-links", json={"owner_email": owner.upper()}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["owner_email"] == owner and sorted(answer.json()["inbox_ids"]) == sorted(
+        [alice.inbox_id, bob.inbox_id]
+    )
+    link = answer.json()["url"]
+    page = browser.page
+
+    page.goto(link)
+    assert page.url == f"{world.api}/inboxes"  # the token left the address bar at once
+    assert page.locator("h1").inner_text() == "Your inboxes at Acme Outreach"
+    assert "2 of your inboxes need you to sign in again" in page.inner_text("main")
+    assert "someone.else@" not in page.inner_text("main")
+    browser.screenshot("owner-inboxes")
+
+    page.click(f"text=Reconnect {ALICE}")
+    assert page.url == f"{world.api}/connect"
+    assert page.locator("h1").inner_text() == f"Reconnect {ALICE}"
+    page.click("text=Continue with Google")
+    continue_at_provider(browser, account=MALLORY, allow="Allow")  # the wrong account: the usual proof
+    assert page.locator("h1").inner_text() == "That was a different account"
+    page.click("text=Try again")
+    page.click("text=Continue with Google")
+    continue_at_provider(browser, account=ALICE, allow="Allow")
+    assert page.locator("h1").inner_text() == f"{ALICE} is connected"
+    browser.screenshot("owner-first-done")
+
+    page.click("text=Back to your inboxes")
+    assert "1 of your inboxes needs you to sign in again" in page.inner_text("main")
+    assert f"{ALICE} (Google) is connected again" in page.inner_text("main")
+    page.click(f"text=Reconnect {BOB}")
+    page.click("text=Sign in with Microsoft")
+    continue_at_provider(browser, account=BOB, allow="Accept")
+    assert page.locator("h1").inner_text() == f"{BOB} is connected"
+    page.click("text=Back to your inboxes")
+    assert "All your inboxes are connected" in page.inner_text("main")
+    browser.screenshot("owner-all-done")
+
+    for inbox in (alice, bob):
+        assert world.finished(inbox.inbox_id).status == InboxStatus.CONNECTED
+    owner_links_made = [lk for lk in links.list_links(world.models, links.owner_key(owner))]
+    assert [lk.state for lk in owner_links_made] == [LinkState.ACTIVE.value]  # it led to proofs; never used up
     check_every_page(browser, world, link, server_logs.text())
 
 

@@ -1,22 +1,28 @@
 """The mass-disconnect breaker on moto, through the real handlers, with the production settle time.
 
-Reports go through the AuthFailureFunction as SQS delivers them (a settling report fails and comes
-back once its visibility timeout has passed: here, the clock moves three minutes); dispatch and
-polls are the real functions, the mailboxes in memory. The permission losses are real payloads:
-Gmail's SMTP 535 for a refused password, and google-auth's ``invalid_grant`` for a Google grant.
+Reports go through the AuthFailureFunction as SQS delivers them. A settling report is queued again
+with a delay (``Later`` keeps what the handler queued, and the test delivers it once the clock has
+moved past the delay); dispatch and polls are the real functions, the mailboxes in memory. The
+permission losses are real payloads: Gmail's SMTP 535 for a refused password, and google-auth's
+``invalid_grant`` for a Google grant.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import smtplib
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from google.auth import exceptions as google_exceptions
 
+from sendwell import wiring
 from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.classify import classify_google_refresh_error, classify_smtp_error
@@ -50,6 +56,23 @@ def expired_google_grant() -> Failure:
     )
 
 
+@dataclass
+class Later:
+    """Stands in for the handler's own queue, as ``SqsAuthFailureReporter`` is called."""
+
+    queued: list[tuple[AuthFailureReport, int | None]] = field(default_factory=list)
+
+    def report(self, report: AuthFailureReport, *, delay_seconds: int | None = None) -> None:
+        self.queued.append((report, delay_seconds))
+
+    def take(self) -> list[tuple[AuthFailureReport, int | None]]:
+        taken, self.queued = self.queued, []
+        return taken
+
+
+LATER = Later()
+
+
 @pytest.fixture
 def world() -> Iterator[Harness]:
     variables = {"SENDWELL_BREAKER_SETTLE_SECONDS": "120"}  # the production default, not the tests' 0
@@ -60,13 +83,21 @@ def world() -> Iterator[Harness]:
     ):
         store = CredentialStore(aws.models, KmsCipher(aws.client("kms"), aws.settings.credentials_key_id))
         forget_sent_emails()
-        yield Harness(aws=aws, faults=faults, mailboxes=MemoryMailboxes(store))
+        harness = Harness(aws=aws, faults=faults, mailboxes=MemoryMailboxes(store))
+        module = sys.modules[harness.handler("AuthFailureFunction").__module__]
+        module.PARTS = dataclasses.replace(module.PARTS, later=LATER)
+        LATER.take()
+        yield harness
 
 
 def record(world: Harness, inbox: Inbox, failure: Failure, source: str = "send") -> dict[str, Any]:
-    report = AuthFailureReport.of(inbox, failure, at=world.now, source=source)
+    return record_of(world, AuthFailureReport.of(inbox, failure, at=world.now, source=source))
+
+
+def record_of(world: Harness, report: AuthFailureReport) -> dict[str, Any]:
+    world.serial += 1
     return {
-        "messageId": f"m-{inbox.inbox_id}-{world.now:%H%M%S}",
+        "messageId": f"m-{report.inbox_id}-{world.serial}",
         "receiptHandle": "handle",
         "body": report.to_json(),
         "attributes": {"ApproximateReceiveCount": "1"},
@@ -84,22 +115,26 @@ def deliver(world: Harness, records: list[dict[str, Any]]) -> set[str]:
     for start in range(0, len(records), 10):
         batch = records[start : start + 10]
         result = world.invoke("AuthFailureFunction", {"Records": batch}, fail_at=None, kind="")
-        if result is None:  # every record failed: Powertools fails the invocation, and the batch comes back
-            failed |= {r["messageId"] for r in batch}
-        else:
-            failed |= {item["itemIdentifier"] for item in result["batchItemFailures"]}
+        assert result is not None, "the invocation failed"
+        failed |= {item["itemIdentifier"] for item in result["batchItemFailures"]}
     return failed
 
 
+def come_back(world: Harness) -> list[dict[str, Any]]:
+    """What the handler queued again, delivered once its delay has passed."""
+    queued = LATER.take()
+    assert all(delay is not None and 0 < delay <= SETTLE.total_seconds() for _, delay in queued), queued
+    world.now += SETTLE
+    return [record_of(world, report) for report, _ in queued]
+
+
 def deliver_until_settled(world: Harness, records: list[dict[str, Any]]) -> None:
-    """As SQS does: what failed comes back after the visibility timeout, until none fails."""
     pending = records
     for _ in range(4):
-        failed = deliver(world, pending)
-        pending = [r for r in pending if r["messageId"] in failed]
+        assert deliver(world, pending) == set()
+        pending = come_back(world)
         if not pending:
             return
-        world.now += SETTLE
     raise AssertionError(f"{len(pending)} reports never settled")
 
 
@@ -112,15 +147,17 @@ def trip(world: Harness, count: int, capsys: pytest.CaptureFixture[str] | None =
     for inbox in inboxes:
         world.enroll(inbox)
     records = [record(world, inbox, refused_password()) for inbox in inboxes]
-    # The first delivery: every loss is too recent to judge, so each inbox is held and settles.
-    assert deliver(world, records) == {r["messageId"] for r in records}
+    # The first delivery: every loss is too recent to judge, so each inbox is held, and its report
+    # queued again to come back once the others have had time to report.
+    assert deliver(world, records) == set()
+    assert [delay for _, delay in LATER.queued] == [120] * count
     for inbox in inboxes:
         current = stored(world, inbox)
         assert (current.status, current.held_reason) == (InboxStatus.CONNECTED, "settling")
     if capsys is not None:
         assert emitted_metrics(capsys.readouterr().out)["AppConfigErrors"] == 0
-    world.now += SETTLE
-    assert deliver(world, records) == set()
+    assert deliver(world, come_back(world)) == set()
+    assert LATER.queued == []
     return inboxes
 
 
@@ -216,13 +253,12 @@ def test_an_inbox_still_failing_once_the_breaker_has_closed_is_disconnected_prop
 
 def test_a_poll_that_signs_in_after_the_failure_ends_the_settling_silently(world: Harness) -> None:
     inbox = world.add_inbox(poll_shard="0", next_poll_at=int(world.now.timestamp()))
-    report = record(world, inbox, refused_password(), "poll")
-    assert deliver(world, [report]) == {report["messageId"]}
+    assert deliver(world, [record(world, inbox, refused_password(), "poll")]) == set()
     assert stored(world, inbox).held_reason == "settling"
     world.now += timedelta(minutes=1)
     world.invoke("PollFunction", {}, fail_at=None, kind="")  # the memory mailbox signs in fine
-    world.now += SETTLE
-    assert deliver(world, [report]) == set()
+    again = come_back(world)
+    assert deliver(world, again) == set() and LATER.queued == []
     current = stored(world, inbox)
     assert current.status == InboxStatus.CONNECTED and current.held_since is None
     assert sent_emails() == []
@@ -234,3 +270,29 @@ def test_the_loss_log_counts_an_inbox_once_however_many_reports_it_sends(world: 
     deliver(world, records)
     marks = list(world.aws.models.activity.query(breaker.losses_key("custom")))
     assert [mark.details["inbox_id"] for mark in marks] == [inbox.inbox_id]
+
+
+def test_the_handler_queues_a_settling_report_on_its_own_queue_with_the_delay(world: Harness) -> None:
+    """What ``Later`` stands in for: the wired reporter, on the real queue (moto keeps the delay)."""
+    module = sys.modules[world.handler("AuthFailureFunction").__module__]
+    real = wiring.incidents(os.environ).later
+    inbox = world.add_inbox()
+    real.report(AuthFailureReport.of(inbox, refused_password(), at=world.now, source="send"), delay_seconds=120)
+    sqs, url = world.aws.client("sqs"), world.aws.settings.auth_failure_queue_url
+    delayed = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesDelayed"])
+    assert delayed["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert sqs.receive_message(QueueUrl=url).get("Messages", []) == []
+    assert module.PARTS.later is LATER
+
+
+def test_an_owner_whose_inboxes_go_down_together_gets_one_email_with_one_link(world: Harness) -> None:
+    """Three losses at once settle together (too few to trip the breaker): each inbox is
+    disconnected, and their owner hears once, with a link for all three."""
+    owner = "erin@client.example"
+    inboxes = [world.add_inbox(owner_email=owner) for _ in range(3)]
+    deliver_until_settled(world, [record(world, inbox, refused_password()) for inbox in inboxes])
+    assert all(stored(world, inbox).status == InboxStatus.DISCONNECTED for inbox in inboxes)
+    (to_owner,) = emails_to(owner)
+    assert to_owner.subject == "Action needed: 3 inboxes of yours are disconnected"
+    assert all(inbox.address in to_owner.body for inbox in inboxes)
+    assert len(emails_to(ADMIN)) == 3  # the admins hear of each incident

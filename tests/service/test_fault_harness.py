@@ -119,7 +119,12 @@ class Harness:
                 return None
 
     def add_inbox(
-        self, *, status: InboxStatus = InboxStatus.CONNECTED, provider: str = "custom", **extra: Any
+        self,
+        *,
+        status: InboxStatus = InboxStatus.CONNECTED,
+        provider: str = "custom",
+        owner_email: str | None = None,
+        **extra: Any,
     ) -> Inbox:
         inbox_id = self.next_id("ibx")
         address = f"{inbox_id}@agency.example"
@@ -127,7 +132,7 @@ class Harness:
             inbox_id=inbox_id,
             provider=provider,
             address=address,
-            owner_email=f"owner.{inbox_id}@client.example",
+            owner_email=owner_email or f"owner.{inbox_id}@client.example",
             created_at=START - timedelta(days=30),
             status=status.value,
             smtp_host="smtp.agency.example",

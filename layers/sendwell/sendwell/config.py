@@ -24,6 +24,9 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GMAIL_API_URL = "https://gmail.googleapis.com"
 GRAPH_API_URL = "https://graph.microsoft.com"
 MICROSOFT_AUTHORITY = "https://login.microsoftonline.com/common"
+# A refused call's second look waits this long; a loss that is not conclusive settles this long.
+CONFIRM_WAIT_SECONDS = 2.0
+SETTLE_SECONDS = 120.0
 
 
 class ConfigError(Exception):
@@ -206,7 +209,7 @@ class ProviderSettings:
     microsoft: OAuthClient
     endpoints: ProviderEndpoints = field(default_factory=ProviderEndpoints)
     # How long a send or poll waits before it tries a refused call again with fresh credentials.
-    confirm_wait_seconds: float = 2.0
+    confirm_wait_seconds: float = CONFIRM_WAIT_SECONDS
 
     @staticmethod
     def _read(env: _Environment) -> dict[str, Any]:
@@ -228,7 +231,7 @@ class ProviderSettings:
                 microsoft_authority=env.optional("SENDWELL_MICROSOFT_AUTHORITY", MICROSOFT_AUTHORITY).rstrip("/"),
                 ca_bundle=env.env.get("SENDWELL_CA_BUNDLE") or None,
             ),
-            "confirm_wait_seconds": env.number("SENDWELL_CONFIRM_WAIT_SECONDS", 2.0),
+            "confirm_wait_seconds": env.number("SENDWELL_CONFIRM_WAIT_SECONDS", CONFIRM_WAIT_SECONDS),
         }
 
 
@@ -274,8 +277,9 @@ class BreakerLimits:
     breaker_min_inboxes: int = 5
     breaker_min_share: float = 0.2
     breaker_window_minutes: float = 30.0
-    # Below the auth-failure queue's visibility timeout (180 s): a settling report comes back after it.
-    breaker_settle_seconds: float = 120.0
+    # How long a loss that is not conclusive waits for the provider's other inboxes (at most 900 s,
+    # the longest SQS delays the report it queues again).
+    breaker_settle_seconds: float = SETTLE_SECONDS
 
     @staticmethod
     def _read(env: _Environment) -> dict[str, Any]:
@@ -283,7 +287,7 @@ class BreakerLimits:
             "breaker_min_inboxes": int(env.number("SENDWELL_BREAKER_MIN_INBOXES", 5)),
             "breaker_min_share": env.number("SENDWELL_BREAKER_MIN_SHARE", 0.2),
             "breaker_window_minutes": env.number("SENDWELL_BREAKER_WINDOW_MINUTES", 30.0),
-            "breaker_settle_seconds": env.number("SENDWELL_BREAKER_SETTLE_SECONDS", 120.0),
+            "breaker_settle_seconds": min(env.number("SENDWELL_BREAKER_SETTLE_SECONDS", SETTLE_SECONDS), 900.0),
         }
 
 
@@ -291,7 +295,12 @@ class BreakerLimits:
 class IncidentSettings(
     CoreSettings, EventsSettings, IdempotencySettings, NoticeSettings, PublicUrlSettings, BreakerLimits
 ):
-    """The auth-failure handler: incidents and their notices."""
+    """Incidents and their notices (the auth-failure handler, reminders, the reconnect worker)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthFailureSettings(IncidentSettings, AuthFailureQueueSettings):
+    """The auth-failure handler: it queues a settling report again on its own queue."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,6 +40,7 @@ from sendwell.adapters.once import IdempotentRunner
 from sendwell.cache import TtlCache
 from sendwell.config import (
     AdminSettings,
+    AuthFailureSettings,
     CoreSettings,
     DispatchSettings,
     IncidentSettings,
@@ -215,12 +216,17 @@ class Incidents:
 
     context: IncidentContext
     once: IdempotentRunner
+    later: SqsAuthFailureReporter  # its own queue: a settling report comes back through it
 
 
 def incidents(env: Mapping[str, str]) -> Incidents:
-    settings = load(IncidentSettings, env, read_parameter=get_parameter)
-    once = IdempotentRunner(settings.idempotency_table)
-    return Incidents(context=_incident_context(_Aws(settings.region), settings, _models(settings), once), once=once)
+    settings = load(AuthFailureSettings, env, read_parameter=get_parameter)
+    once, aws = IdempotentRunner(settings.idempotency_table), _Aws(settings.region)
+    return Incidents(
+        context=_incident_context(aws, settings, _models(settings), once),
+        once=once,
+        later=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

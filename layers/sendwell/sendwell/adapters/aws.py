@@ -39,6 +39,8 @@ class SqsQueue:
                     entry["MessageGroupId"] = message.group_id
                 if message.deduplication_id is not None:
                     entry["MessageDeduplicationId"] = message.deduplication_id
+                if message.delay_seconds is not None:
+                    entry["DelaySeconds"] = max(0, min(message.delay_seconds, 900))
                 entries.append(entry)
             response = self._client.send_message_batch(QueueUrl=self._url, Entries=entries)
             if response.get("Failed"):
@@ -138,8 +140,8 @@ class SqsAuthFailureReporter:
     def __init__(self, queue: SqsQueue) -> None:
         self._queue = queue
 
-    def report(self, report: AuthFailureReport) -> None:
-        self._queue.send_batch([QueuedMessage(body=report.to_json())])
+    def report(self, report: AuthFailureReport, *, delay_seconds: int | None = None) -> None:
+        self._queue.send_batch([QueuedMessage(body=report.to_json(), delay_seconds=delay_seconds)])
 
 
 class CachingCipher:

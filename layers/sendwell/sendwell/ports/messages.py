@@ -16,6 +16,7 @@ class QueuedMessage:
     body: str
     group_id: str | None = None  # FIFO queues: ordering scope (the inbox)
     deduplication_id: str | None = None  # FIFO queues: the same step enqueued twice is one message
+    delay_seconds: int | None = None  # standard queues: delivered no sooner than this (at most 900)
 
 
 class MalformedMessage(ValueError):

@@ -21,7 +21,7 @@ class RetryScheduler(Protocol):
 
 
 class AuthFailureReporter(Protocol):
-    def report(self, report: AuthFailureReport) -> None: ...
+    def report(self, report: AuthFailureReport, *, delay_seconds: int | None = None) -> None: ...
 
 
 class EventPublisher(Protocol):

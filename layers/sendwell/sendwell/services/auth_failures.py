@@ -26,7 +26,7 @@ from sendwell.failures import FailureKind
 from sendwell.models import Campaign, Inbox, InboxStatus, Models
 from sendwell.ports.messages import AuthFailureReport
 from sendwell.ports.platform import EventPublisher, Mailer, Once
-from sendwell.services import activity, breaker, links, notices
+from sendwell.services import activity, breaker, links, notices, owner_links
 from sendwell.services.breaker import BreakerSettings
 from sendwell.services.inbox_health import ATTENTION_SHARDS, DEGRADED_AFTER
 from sendwell.services.lookups import campaigns_on
@@ -251,6 +251,8 @@ def notify_incident(ctx: IncidentContext, inbox: Inbox, *, now: datetime, remind
         ctx.once.run(f"{incident}:sns", lambda: _publish_disconnected(ctx, inbox, campaigns))
     recipients = notices.recipients(ctx.admin_emails, inbox)
     for recipient in recipients:
+        if recipient.role is notices.Role.OWNER and _notify_owner_once(ctx, recipient.address, reminder, now):
+            continue
 
         def deliver(recipient: notices.Recipient = recipient) -> str:
             return _send_disconnect_notice(ctx, inbox, recipient, [c.name for c in campaigns], reminder, now)
@@ -271,6 +273,35 @@ def notify_incident(ctx: IncidentContext, inbox: Inbox, *, now: datetime, remind
         return "logged"
 
     ctx.once.run(f"{incident}:{reminder}:log", log)
+
+
+def _notify_owner_once(ctx: IncidentContext, owner: str, reminder: int, now: datetime) -> bool:
+    """An owner with several inboxes down gets one notice with one link for them all, once a day
+    (per reminder); False when this is their only one, which gets the inbox's own notice."""
+    waiting = owner_links.disconnected_of(ctx.models, owner)
+    if len(waiting) < 2:
+        return False
+
+    def deliver() -> str:
+        issued = links.create_owner_link(ctx.models, owner_email=owner, created_by="notice:owner", now=now)
+        email = notices.owner_disconnected(
+            workspace=ctx.workspace_name,
+            owner=owner,
+            inboxes=waiting,
+            admin_emails=ctx.admin_emails,
+            reconnect_url=f"{ctx.public_base_url}/r/{issued.token}",
+            link_expires=issued.link.expires_at,
+            reminder=reminder,
+        )
+        try:
+            return ctx.mailer.send(email)
+        except BaseException:
+            links.revoke_link(ctx.models, issued.link)  # nobody saw its token
+            raise
+
+    # The link covers inboxes that go down later the same day: its page lists them as they are.
+    ctx.once.run(f"owner:{owner}:{reminder}:{now:%Y-%m-%d}", deliver)
+    return True
 
 
 def _send_disconnect_notice(

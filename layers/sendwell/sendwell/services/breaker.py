@@ -5,8 +5,8 @@ Real app-level causes look like per-user errors: a Google consent screen left in
 grant after 7 days with ``invalid_grant``; an app registration that loses Mail.Send gives every
 Outlook inbox ``ErrorAccessDenied``. Disconnecting on each would mail every owner a fix they can't
 apply. So a permission loss that is not conclusive first *settles*: the inbox is held (sends wait,
-polls go on), its loss is marked in the provider's loss log, and the report comes back after the
-settle time (SQS redelivers it). Then the marks of the window decide:
+polls go on), its loss is marked in the provider's loss log, and the report is queued again to come
+back after the settle time. Then the marks of the window decide:
 
 * few inboxes, or a small share of the provider's connected ones: disconnect as usual;
 * at least ``min_inboxes`` and ``min_share``: the breaker is tripped. The inbox stays held, owners
@@ -41,11 +41,15 @@ class BreakerSettings:
     min_inboxes: int = 5
     min_share: float = 0.2  # of the provider's connected inboxes
     window: timedelta = timedelta(minutes=30)
-    settle: timedelta = timedelta(minutes=2)  # shorter than the auth-failure queue's visibility timeout
+    settle: timedelta = timedelta(minutes=2)  # SQS delays a message 15 minutes at most
 
 
 class Settling(Exception):
-    """The report is too young to decide on: SQS delivers it again after its visibility timeout."""
+    """The report is too young to decide on: the handler queues it again, to come back in ``delay``."""
+
+    def __init__(self, message: str, *, delay: timedelta) -> None:
+        super().__init__(message)
+        self.delay = delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +87,8 @@ def weigh(
     _mark(models, inbox, report, failed_at)
     _hold(models, inbox, Hold.SETTLING, now)
     if now - failed_at < settings.settle:
-        raise Settling(f"permission loss of {inbox.inbox_id} settles until {failed_at + settings.settle:%H:%M:%S}")
+        delay = failed_at + settings.settle - now
+        raise Settling(f"permission loss of {inbox.inbox_id} settles for {delay}", delay=delay)
     marks = list(
         models.activity.query(
             losses_key(inbox.provider), range_key_condition=models.activity.at_id >= _minute(now - settings.window)

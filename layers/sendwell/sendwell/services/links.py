@@ -98,11 +98,46 @@ def create_link(
     return IssuedLink(token=token, link=link)
 
 
+OWNER_PREFIX = "owner#"  # an owner link's ``inbox_id``: it covers every inbox of that owner
+
+
+def owner_key(owner_email: str) -> str:
+    return OWNER_PREFIX + owner_email.strip().lower()
+
+
+def owner_of(link: ReconnectLink) -> str | None:
+    """The owner an owner link covers, or None for an inbox's own link."""
+    return link.inbox_id.removeprefix(OWNER_PREFIX) if link.inbox_id.startswith(OWNER_PREFIX) else None
+
+
+def create_owner_link(
+    models: Models,
+    *,
+    owner_email: str,
+    created_by: str,
+    now: datetime,
+    lifetime: timedelta = DEFAULT_LIFETIME,
+    backlog_mode: BacklogMode = BacklogMode.PACED,
+) -> IssuedLink:
+    """One link for all of an owner's disconnected inboxes. Its page lists them and starts each
+    inbox's own sign-in in turn (``services.owner_links``), with the same proof as the inbox's link."""
+    if "@" not in owner_email or len(owner_email) > 320:
+        raise InvalidLinkRequest("an owner link needs the owner's email address")
+    return create_link(
+        models,
+        inbox_id=owner_key(owner_email),
+        created_by=created_by,
+        now=now,
+        lifetime=lifetime,
+        backlog_mode=backlog_mode,
+    )
+
+
 def describe(link: ReconnectLink) -> dict[str, Any]:
     """A link as the admin API and CLI show it (never its token: only its hash is stored)."""
     return {
         "link_id": link.link_id,
-        "inbox_id": link.inbox_id,
+        **({"owner_email": owner} if (owner := owner_of(link)) else {"inbox_id": link.inbox_id}),
         "state": link.state,
         "created_by": link.created_by,
         "created_at": link.created_at.isoformat(),
@@ -115,8 +150,13 @@ def verify(models: Models, token: str, *, now: datetime) -> ReconnectLink:
     """The active link behind ``token``, or the LinkError that says why it can't be used."""
     if not looks_like_token(token):
         raise LinkInvalid("malformed token")
+    return verify_hash(models, token_hash(token), now=now)
+
+
+def verify_hash(models: Models, hashed: str, *, now: datetime) -> ReconnectLink:
+    """As ``verify``, for a link known by its hash (a session's)."""
     try:
-        link = models.link.get(token_hash(token), consistent_read=True)
+        link = models.link.get(hashed, consistent_read=True)
     except DoesNotExist:
         raise LinkInvalid("unknown token") from None
     if link.state == LinkState.REVOKED:

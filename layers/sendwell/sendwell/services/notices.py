@@ -131,6 +131,43 @@ def disconnected(
     )
 
 
+def owner_disconnected(
+    *,
+    workspace: str,
+    owner: str,
+    inboxes: Sequence[Inbox],
+    admin_emails: Sequence[str],
+    reconnect_url: str,
+    link_expires: datetime,
+    reminder: int = 0,
+) -> Email:
+    """One notice to an owner for all their disconnected inboxes, with one link for all of them."""
+    what = f"{count(len(inboxes), 'inbox', 'inboxes')} of yours {'are' if len(inboxes) > 1 else 'is'} disconnected"
+    subject = f"Reminder: {what}" if reminder else f"Action needed: {what}"
+    return compose(
+        "owner_disconnected",
+        to=[owner],
+        subject=subject,
+        reply_to=tuple(admin_emails),
+        variables={
+            "workspace": workspace,
+            "count": len(inboxes),
+            "inboxes": [
+                {
+                    "address": inbox.address,
+                    "provider_name": provider_name(inbox.provider),
+                    "reason": _sentence(inbox.status_reason or UNKNOWN_REASON),
+                }
+                for inbox in inboxes
+            ],
+            "admin_contact": ", ".join(admin_emails),
+            "reconnect_url": reconnect_url,
+            "expires": link_expires.strftime(DATE),
+            "reminder": reminder,
+        },
+    )
+
+
 def app_config(*, workspace: str, provider: str, code: str, reason: str, fix: str, to: Sequence[str]) -> Email:
     """The ops notice: our OAuth app is misconfigured; no inbox was disconnected."""
     name = provider_name(provider)
