@@ -1,6 +1,6 @@
 """Reminders function: every 15 minutes, queue again each reconnect left unfinished, remind about
 inboxes still disconnected and report inboxes that have failed with transient errors for a long
-time ("degraded").
+time ("degraded"); then warn before what runs out on a known date does (``services.clocks``).
 
 Each inbox is handled on its own: a notice that can't be sent now (SES refusing, another run busy
 with the same notice) is logged and counted, and the next run sends only what is still missing.
@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sendwell import wiring
 from sendwell.clock import utcnow
 from sendwell.observability import Metric
+from sendwell.services import clocks
 from sendwell.services.attention import Attention, attend_all
 from sendwell.wiring import NOTICE_FAILURES, logger, metrics, tracer
 
@@ -37,7 +38,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     metrics.add_metric(name=Metric.DEGRADED_NOTICES, unit=MetricUnit.Count, value=outcomes[Attention.DEGRADED.value])
     metrics.add_metric(name=Metric.LINKS_EXPIRED, unit=MetricUnit.Count, value=outcomes["expired_links"])
     logger.info("attention handled", extra={"outcomes": dict(outcomes)})
-    return dict(outcomes)
+    try:
+        warned = clocks.watch(PARTS.context, PARTS.clocks, now=utcnow())
+    except NOTICE_FAILURES as error:  # the next run sends what is missing
+        _log_failure("a clock warning was not sent", None, error)
+        warned = {}
+    logger.info("clocks watched", extra={"warnings": warned})
+    return {**outcomes, **{f"warned_{kind}": n for kind, n in warned.items()}}
 
 
 def _log_failure(what: str, inbox_id: str | None, error: Exception) -> None:

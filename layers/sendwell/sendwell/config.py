@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, ClassVar, TypeVar
 
 from sendwell.models import TableNames
@@ -49,6 +50,14 @@ class _Environment:
 
     def optional(self, name: str, default: str) -> str:
         return self.env.get(name, "").strip() or default
+
+    def date(self, name: str) -> date | None:
+        raw = self.env.get(name, "").strip()
+        try:
+            return date.fromisoformat(raw) if raw else None
+        except ValueError:
+            self.missing.append(f"{name} (a date, YYYY-MM-DD)")
+            return None
 
     def number(self, name: str, default: float) -> float:
         raw = self.env.get(name, "").strip()
@@ -304,7 +313,29 @@ class AuthFailureSettings(IncidentSettings, AuthFailureQueueSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RemindersSettings(IncidentSettings, ReconnectQueueSettings):
+class ClockSettings:
+    """What runs out on a known date: the app's client secrets, Google grants of an app in testing."""
+
+    google_publishing_status: str = "production"  # "testing": Google ends each grant after 7 days
+    google_client_secret_expires: date | None = None
+    microsoft_client_secret_expires: date | None = None
+    idle_warning_days: float = 3.0
+
+    @staticmethod
+    def _read(env: _Environment) -> dict[str, Any]:
+        status = env.optional("SENDWELL_GOOGLE_PUBLISHING_STATUS", "production").lower()
+        if status not in ("production", "testing"):
+            env.missing.append("SENDWELL_GOOGLE_PUBLISHING_STATUS (production or testing)")
+        return {
+            "google_publishing_status": status,
+            "google_client_secret_expires": env.date("SENDWELL_GOOGLE_CLIENT_SECRET_EXPIRES"),
+            "microsoft_client_secret_expires": env.date("SENDWELL_MICROSOFT_CLIENT_SECRET_EXPIRES"),
+            "idle_warning_days": env.number("SENDWELL_IDLE_WARNING_DAYS", 3.0),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemindersSettings(IncidentSettings, ReconnectQueueSettings, ClockSettings):
     """The reminders function: incidents' reminders, and reconnects left unfinished queued again."""
 
 

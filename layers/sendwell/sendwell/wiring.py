@@ -61,6 +61,7 @@ from sendwell.ports.signin import Authorizer
 from sendwell.services.auth_failures import IncidentContext
 from sendwell.services.breaker import BreakerSettings
 from sendwell.services.catch_up import CatchUpContext
+from sendwell.services.clocks import Clocks
 from sendwell.services.polling import PollContext
 from sendwell.services.reconnect import ReconnectContext
 from sendwell.services.sending import SendContext
@@ -234,6 +235,7 @@ class Reminders:
     context: IncidentContext
     once: IdempotentRunner
     reconnect_tasks: SqsQueue  # a reconnect left unfinished is queued again
+    clocks: Clocks  # what runs out on a known date
 
 
 def reminders(env: Mapping[str, str]) -> Reminders:
@@ -243,6 +245,18 @@ def reminders(env: Mapping[str, str]) -> Reminders:
         context=_incident_context(aws, settings, _models(settings), once),
         once=once,
         reconnect_tasks=SqsQueue(aws.client("sqs"), settings.reconnect_queue_url),
+        clocks=Clocks(
+            secret_expiry={
+                provider.value: expires
+                for provider, expires in (
+                    (Provider.GMAIL, settings.google_client_secret_expires),
+                    (Provider.OUTLOOK, settings.microsoft_client_secret_expires),
+                )
+                if expires is not None
+            },
+            google_testing=settings.google_publishing_status == "testing",
+            idle_after=timedelta(days=settings.idle_warning_days),
+        ),
     )
 
 

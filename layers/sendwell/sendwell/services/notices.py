@@ -11,7 +11,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import jinja2
@@ -164,6 +164,85 @@ def owner_disconnected(
             "reconnect_url": reconnect_url,
             "expires": link_expires.strftime(DATE),
             "reminder": reminder,
+        },
+    )
+
+
+EXPIRING_WHY = {
+    "testing_grant": (
+        "{workspace}'s Google app is in testing, and Google ends each sign-in it gives such an app after 7 "
+        "days. This inbox's sign-in ends on {deadline}."
+    ),
+    "microsoft_unused": (
+        "Microsoft ends a sign-in that has not been used for 90 days, and this inbox's has not been used "
+        "since {since}. It ends on {deadline}."
+    ),
+}
+
+
+def expiring(
+    *,
+    workspace: str,
+    inbox: Inbox,
+    recipient: Recipient,
+    admin_emails: Sequence[str],
+    kind: str,
+    deadline: datetime,
+    renew_url: str,
+    link_expires: datetime,
+) -> Email:
+    """Before a sign-in runs out: renew it now and nothing stops."""
+    since = deadline - timedelta(days=90)
+    why = EXPIRING_WHY[kind].format(workspace=workspace, deadline=deadline.strftime(DATE), since=since.strftime(DATE))
+    return compose(
+        "expiring",
+        to=[recipient.address],
+        subject=f"{inbox.address} stops working on {deadline.strftime(DATE)} unless it is renewed",
+        reply_to=() if recipient.role is Role.ADMIN else tuple(admin_emails),
+        variables={
+            "workspace": workspace,
+            "inbox_address": inbox.address,
+            "provider_name": provider_name(inbox.provider),
+            "why": why,
+            "renew_url": renew_url,
+            "expires": link_expires.strftime(DATE),
+            "is_admin": recipient.role is Role.ADMIN,
+        },
+    )
+
+
+def secret_expiring(
+    *, workspace: str, provider: str, expires: date, days_left: int, warning: int, fix: str, to: Sequence[str]
+) -> Email:
+    """Ops, ahead of the app's client secret running out (30, 7 and 1 days)."""
+    name = provider_name(provider)
+    left = count(days_left, "day")
+    return compose(
+        "secret_expiring",
+        to=to,
+        subject=f"The {name} client secret expires in {left}, on {expires:%d %B %Y}",
+        variables={
+            "workspace": workspace,
+            "provider_name": name,
+            "expires": f"{expires:%d %B %Y}",
+            "days_left": left,
+            "warning": warning,
+            "fix": _sentence(fix),
+        },
+    )
+
+
+def idle(*, workspace: str, inbox: Inbox, since: datetime, to: Sequence[str]) -> Email:
+    """Connected, but it has neither sent nor been read successfully for days."""
+    return compose(
+        "idle",
+        to=to,
+        subject=f"{inbox.address} has been idle since {since.strftime(DATE)}",
+        variables={
+            "workspace": workspace,
+            "inbox_address": inbox.address,
+            "provider_name": provider_name(inbox.provider),
+            "since": since.strftime(DATE),
         },
     )
 
