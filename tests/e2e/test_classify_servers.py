@@ -287,6 +287,18 @@ SMTP_CASES = [
 # SMTP errors in Exchange Online"); Zoho's, Yahoo's and iCloud's from their help pages and forums.
 SMTP_PROTOCOL_CASES = [
     pytest.param(
+        "MAIL",
+        multiline(
+            530,
+            "5.7.0 Authentication Required. Learn more at",
+            f"5.7.0  https://support.google.com/mail/?p=WantAuthError {GSMTP}",
+        ),
+        "smtp.gmail.com",
+        AUTH_LOST,
+        "smtp:530 5.7.0",
+        id="gmail-530-at-mail-from",
+    ),
+    pytest.param(
         "AUTH",
         multiline(534, "5.7.9 Please log in with your web browser and then try again. For more", f"5.7.9 {GSMTP}"),
         None,

@@ -120,10 +120,34 @@ def test_a_deleted_google_account_is_conclusive_and_an_expired_token_is_not() ->
             APP_CONFIG,
             id="7000215",
         ),
+        pytest.param(50133, "Session is invalid due to expiration or recent password change.", USER_ACTION, id="50133"),
+        pytest.param(
+            50105,
+            "Your administrator has configured the application to block users unless they are specifically "
+            "granted ('assigned') access to the application.",
+            USER_ACTION,
+            id="50105",
+        ),
+        pytest.param(90094, "The grant requires admin permission.", USER_ACTION, id="90094"),
+        pytest.param(
+            7000112,
+            "Application '3f2b7c1e-8d4a-4b6e-9f0a-1c2d3e4f5a6b'(sendwell) is disabled.",
+            APP_CONFIG,
+            id="7000112",
+        ),
+        pytest.param(
+            650056,
+            "Misconfigured application. This could be due to one of the following: the client has not listed any "
+            "permissions for 'Microsoft Graph' in the requested permissions in the client's application "
+            "registration. Or, the admin has not consented in the tenant.",
+            APP_CONFIG,
+            id="650056",
+        ),
+        pytest.param(90033, "A transient error has occurred. Please try again.", TRANSIENT, id="90033"),
     ],
 )
 def test_microsoft_codes(aadsts: int, description: str, kind: FailureKind) -> None:
-    error = "invalid_client" if kind is APP_CONFIG else "invalid_grant"
+    error = "invalid_client" if aadsts in (7000215, 7000112) else "invalid_grant"
     status = 401 if error == "invalid_client" else 400
     check(
         classify_msal_result(msal_refresh((status, aad_error(error, aadsts, description), JSON))),

@@ -49,6 +49,13 @@ _SMTP_SEND_AS: Final = Rule(
     "inbox with the mailbox's own account.",
 )
 _SMTP_TEMPORARY: Final = Rule(TRANSIENT, "The mail server had a temporary problem and asked to retry later.")
+_SMTP_SIGN_IN_REFUSED: Final = Rule(
+    AUTH_LOST,
+    "The mail server refused this inbox's sign-in: the password was changed, the app password was "
+    "revoked, or the provider now requires another way to sign in.",
+    "Sign in to this mailbox's webmail to check the password and any notice from the provider, then "
+    "reconnect the inbox with the current password (or a new app password).",
+)
 _GOOGLE_APP_PASSWORD: Final = Rule(
     USER_ACTION,
     "Google requires an app password for this account because 2-Step Verification is on; the "
@@ -114,6 +121,8 @@ _SMTP: Final = table(
         ),
         "5.2.0 SendAsDeniedException": _SMTP_SEND_AS,
         "5.7.60": _SMTP_SEND_AS,
+        # "530 5.7.0 Authentication Required" (Gmail) at MAIL FROM: the server never took our sign-in.
+        "530": _SMTP_SIGN_IN_REFUSED,
         "5.1.8": _SENDER_BLOCKED,
         # Exchange Online's restricted senders and spam verdicts on outgoing mail. Source:
         # learn.microsoft.com/exchange/mail-flow-best-practices/non-delivery-reports-in-exchange-online
@@ -154,13 +163,6 @@ _SMTP_RECIPIENT_REFUSED: Final = Rule(
     RECIPIENT_REJECTED,
     "The recipient's mail server refused this address.",
     "Check the prospect's email address.",
-)
-_SMTP_SIGN_IN_REFUSED: Final = Rule(
-    AUTH_LOST,
-    "The mail server refused this inbox's sign-in: the password was changed, the app password was "
-    "revoked, or the provider now requires another way to sign in.",
-    "Sign in to this mailbox's webmail to check the password and any notice from the provider, then "
-    "reconnect the inbox with the current password (or a new app password).",
 )
 _UNRECOGNISED_MAIL_ERROR: Final = "The mail server returned an error sendwell does not recognise; it will retry."
 _SMTP_UNKNOWN: Final = Rule(TRANSIENT, _UNRECOGNISED_MAIL_ERROR)
