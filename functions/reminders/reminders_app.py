@@ -44,7 +44,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
         _log_failure("a clock warning was not sent", None, error)
         warned = {}
     logger.info("clocks watched", extra={"warnings": warned})
-    return {**outcomes, **{f"warned_{kind}": n for kind, n in warned.items()}}
+    return {**outcomes, **{f"warned_{kind}": n for kind, n in warned.items() if n}}  # only what happened
 
 
 def _log_failure(what: str, inbox_id: str | None, error: Exception) -> None:
