@@ -3,8 +3,14 @@
 Every provider has a table of ``code -> _Rule(kind, reason, fix)``; the functions below only pull
 the provider's code out of its error and look it up. Three rules hold for every table:
 
-* Only a code listed as ``AUTH_LOST`` or ``USER_ACTION`` disconnects an inbox. Anything not
-  recognised - an unknown code, an HTML error page, a network fault - is ``TRANSIENT``.
+* The protocol's own meaning comes first: a NO to IMAP LOGIN/AUTHENTICATE and a 5xx to SMTP AUTH
+  refuse the credentials, a 5xx to MAIL FROM refuses the sender, a 5xx to RCPT TO the recipient.
+  Then the provider's code (in the body before the HTTP status), and, where the provider documents
+  one code with two meanings, the words that tell them apart (``rules.Meaning``).
+* Only those refusals and codes listed as ``AUTH_LOST`` or ``USER_ACTION`` disconnect an inbox, and
+  only after a second look (``sendwell.adapters.confirming``) unless ``Failure.conclusive``.
+  Anything else not recognised - an unknown code, an HTML error page, a network fault - is
+  ``TRANSIENT``. Every rule is listed in docs/classifier.md.
 * Reasons and fixes are our own words for the inbox owner (or, for ``APP_CONFIG``, for the
   operator). Provider text is never copied into them: it can carry tokens, addresses and
   sign-in URLs. A provider's code is kept in ``Failure.code`` only if it is a short identifier.
