@@ -255,6 +255,7 @@ def cold_starts(repeats: int) -> dict[str, list[float]]:
         "SENDWELL_IDEMPOTENCY_TABLE": names["IdempotencyTable"],
         "SENDWELL_SEND_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/send.fifo",
         "SENDWELL_AUTH_FAILURE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/auth",
+        "SENDWELL_RECONNECT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/reconnect",
         "SENDWELL_INBOX_EVENTS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:inbox-events",
         "SENDWELL_CREDENTIALS_KEY_ID": "alias/bench",
         "SENDWELL_GOOGLE_CLIENT_ID": CLIENT_ID,
