@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +26,7 @@ from sendwell.clock import epoch
 from sendwell.failures import FailureKind
 from sendwell.models import Campaign, Inbox, InboxStatus, Models
 from sendwell.ports.messages import AuthFailureReport
-from sendwell.ports.platform import EventPublisher, Mailer, Once
+from sendwell.ports.platform import Email, EventPublisher, Mailer, Once
 from sendwell.services import activity, breaker, links, notices, owner_links
 from sendwell.services.breaker import BreakerSettings
 from sendwell.services.inbox_health import ATTENTION_SHARDS, DEGRADED_AFTER
@@ -284,20 +285,19 @@ def _notify_owner_once(ctx: IncidentContext, owner: str, reminder: int, now: dat
 
     def deliver() -> str:
         issued = links.create_owner_link(ctx.models, owner_email=owner, created_by="notice:owner", now=now)
-        email = notices.owner_disconnected(
-            workspace=ctx.workspace_name,
-            owner=owner,
-            inboxes=waiting,
-            admin_emails=ctx.admin_emails,
-            reconnect_url=f"{ctx.public_base_url}/r/{issued.token}",
-            link_expires=issued.link.expires_at,
-            reminder=reminder,
+        return mail_with_link(
+            ctx,
+            issued,
+            lambda url: notices.owner_disconnected(
+                workspace=ctx.workspace_name,
+                owner=owner,
+                inboxes=waiting,
+                admin_emails=ctx.admin_emails,
+                reconnect_url=url,
+                link_expires=issued.link.expires_at,
+                reminder=reminder,
+            ),
         )
-        try:
-            return ctx.mailer.send(email)
-        except BaseException:
-            links.revoke_link(ctx.models, issued.link)  # nobody saw its token
-            raise
 
     # The link covers inboxes that go down later the same day: its page lists them as they are.
     ctx.once.run(f"owner:{owner}:{reminder}:{now:%Y-%m-%d}", deliver)
@@ -313,21 +313,29 @@ def _send_disconnect_notice(
     now: datetime,
 ) -> str:
     issued = links.create_link(ctx.models, inbox_id=inbox.inbox_id, created_by=f"notice:{recipient.role}", now=now)
-    email = notices.disconnected(
-        workspace=ctx.workspace_name,
-        inbox=inbox,
-        recipient=recipient,
-        admin_emails=ctx.admin_emails,
-        reconnect_url=f"{ctx.public_base_url}/r/{issued.token}",
-        link_expires=issued.link.expires_at,
-        campaigns=campaigns,
-        reminder=reminder,
+    return mail_with_link(
+        ctx,
+        issued,
+        lambda url: notices.disconnected(
+            workspace=ctx.workspace_name,
+            inbox=inbox,
+            recipient=recipient,
+            admin_emails=ctx.admin_emails,
+            reconnect_url=url,
+            link_expires=issued.link.expires_at,
+            campaigns=campaigns,
+            reminder=reminder,
+        ),
     )
+
+
+def mail_with_link(ctx: IncidentContext, issued: links.IssuedLink, compose: Callable[[str], Email]) -> str:
+    """Send the email ``compose`` makes around the link's URL. If the send fails, nobody ever saw the
+    token: the link is revoked (out of the inbox's active links), and the retry makes a new one."""
+    email = compose(f"{ctx.public_base_url}/r/{issued.token}")
     try:
         return ctx.mailer.send(email)
     except BaseException:
-        # Nobody ever saw this link's token: take it out of the inbox's active links. The retry
-        # creates a new one.
         links.revoke_link(ctx.models, issued.link)
         raise
 

@@ -138,7 +138,8 @@ def _mark(models: Models, inbox: Inbox, report: AuthFailureReport, failed_at: da
 
 def _hold(models: Models, inbox: Inbox, hold: Hold, now: datetime) -> None:
     table = models.inbox
-    if inbox.held_reason == hold.value:
+    # Already held so, or behind the breaker: a new loss of a held inbox does not make it "settling".
+    if inbox.held_reason in (hold.value, Hold.BREAKER.value):
         return
     connected = table.status == InboxStatus.CONNECTED.value
     actions = [table.held_reason.set(hold.value)]

@@ -22,7 +22,7 @@ from functools import partial
 from sendwell.failures import Provider
 from sendwell.models import Inbox, InboxStatus
 from sendwell.services import links, notices
-from sendwell.services.auth_failures import IncidentContext
+from sendwell.services.auth_failures import IncidentContext, mail_with_link
 
 SECRET_WARNINGS = (30, 7, 1)  # days ahead
 TESTING_GRANT_LIFETIME = timedelta(days=7)
@@ -133,23 +133,22 @@ def _send_idle(ctx: IncidentContext, warning: Warning) -> str:
 
 def _send_expiring(ctx: IncidentContext, warning: Warning, recipient: notices.Recipient, now: datetime) -> str:
     assert warning.deadline is not None
-    inbox = warning.inbox
+    inbox, deadline = warning.inbox, warning.deadline
     issued = links.create_link(ctx.models, inbox_id=inbox.inbox_id, created_by=f"notice:{recipient.role}", now=now)
-    email = notices.expiring(
-        workspace=ctx.workspace_name,
-        inbox=inbox,
-        recipient=recipient,
-        admin_emails=ctx.admin_emails,
-        kind=warning.kind,
-        deadline=warning.deadline,
-        renew_url=f"{ctx.public_base_url}/r/{issued.token}",
-        link_expires=issued.link.expires_at,
+    return mail_with_link(
+        ctx,
+        issued,
+        lambda url: notices.expiring(
+            workspace=ctx.workspace_name,
+            inbox=inbox,
+            recipient=recipient,
+            admin_emails=ctx.admin_emails,
+            kind=warning.kind,
+            deadline=deadline,
+            renew_url=url,
+            link_expires=issued.link.expires_at,
+        ),
     )
-    try:
-        return ctx.mailer.send(email)
-    except BaseException:
-        links.revoke_link(ctx.models, issued.link)  # nobody saw its token
-        raise
 
 
 def _last_use(inbox: Inbox) -> datetime:
