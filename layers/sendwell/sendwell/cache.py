@@ -1,8 +1,8 @@
 """A small, thread-safe, bounded cache with a time-to-live, for warm Lambda containers.
 
 Handlers create one per container for things that are expensive to fetch and slow to change
-(decrypted credentials: one KMS call instead of one per send; campaign definitions). Entries
-expire after ``ttl`` seconds, so a change is seen within that time.
+(decrypted credentials and data keys; campaign definitions). Entries expire after ``ttl``
+seconds, so a change is seen within that time, unless the key itself changes with the value.
 """
 
 from __future__ import annotations
@@ -33,9 +33,16 @@ class TtlCache(Generic[K, V]):
                 self._entries.move_to_end(key)
                 return hit[1]
         value = load()
+        self._store(key, value, now)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        """Remember ``value`` (one this container just wrote, say) without loading it."""
+        self._store(key, value, self._clock())
+
+    def _store(self, key: K, value: V, now: float) -> None:
         with self._lock:
             self._entries[key] = (now + self._ttl, value)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
-        return value

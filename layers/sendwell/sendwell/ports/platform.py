@@ -6,7 +6,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sendwell.models import Models
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+
+from sendwell.models import Inbox, Models
 from sendwell.ports.messages import AuthFailureReport, QueuedMessage
 
 
@@ -50,9 +53,49 @@ class Mailer(Protocol):
 
 
 class Cipher(Protocol):
+    """KMS itself: at most 4,096 bytes, one paid request per call. For small, rarely read secrets
+    (a reconnect page's OAuth flow) and for reading credentials stored before they were sealed."""
+
     def encrypt(self, plaintext: bytes, *, context: Mapping[str, str]) -> bytes: ...
 
     def decrypt(self, ciphertext: bytes, *, context: Mapping[str, str]) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """Plaintext sealed under a data key: AES-256-GCM ``ciphertext`` (with its tag) and ``nonce``,
+    and ``encrypted_key``, the data key as the key service encrypted it."""
+
+    encrypted_key: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+
+class SealBroken(Exception):
+    """A sealed value, or the associated data it was sealed with, is not what was sealed (a corrupt
+    item, or one copied to another inbox or version): nothing was decrypted."""
+
+
+class Sealer(Protocol):
+    """Envelope encryption: any size, the data key's own decryption cached, so most opens cost no
+    request. ``associated_data`` is authenticated, not stored: opening needs the same bytes."""
+
+    def seal(self, plaintext: bytes, *, associated_data: bytes) -> Sealed: ...
+
+    def open(self, sealed: Sealed, *, associated_data: bytes) -> bytes:
+        """The plaintext; raises ``SealBroken`` when the seal or ``associated_data`` differ."""
+
+
+class CredentialVault(Protocol):
+    """Where an inbox's sign-in is kept (its own item, next to the inbox row)."""
+
+    def replace(
+        self, inbox: Inbox, credentials: Mapping[str, Any], *, actions: Sequence[Action], condition: Condition | None
+    ) -> bool:
+        """Store ``credentials`` as the inbox's new sign-in under a new ``credentials_version``, in
+        one transaction with ``actions`` on the inbox row under ``condition``; ``inbox`` is read
+        again after. False when ``condition`` did not hold: nothing was stored. The new version
+        makes a slower refresh of the old sign-in lose instead of overwriting this one."""
 
 
 class SecretSource(Protocol):
