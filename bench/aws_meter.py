@@ -6,7 +6,7 @@ backend and applies DynamoDB's published sizing rules, so the units are what AWS
 
 - a write costs ceil(max(old, new item size) / 1 KB) units, plus per global secondary index:
   2 when the item's index key changed (delete the old entry, put the new), 1 when it entered,
-  left, or changed a projected attribute, 0 otherwise;
+  left, or changed a projected attribute, 0 otherwise; in a transaction, each item costs twice that;
 - a strongly consistent read costs ceil(size / 4 KB) units, an eventually consistent one half;
   a query sums the sizes of the items it read, then rounds up.
 """
@@ -61,6 +61,8 @@ class Meter:
     write_units: Decimal = Decimal(0)
     read_units: Decimal = Decimal(0)
     write_units_by_table: Counter[str] = field(default_factory=Counter)
+    writes_by_table: Counter[str] = field(default_factory=Counter)  # write requests (items, in a transaction)
+    index_units_by_table: Counter[str] = field(default_factory=Counter)  # the part of the units GSIs cost
 
     def count(self, prefix: str) -> int:
         return sum(n for name, n in self.requests.items() if name.startswith(prefix))
@@ -129,6 +131,8 @@ def metered() -> Iterator[Meter]:
         if service != "dynamodb":
             return original(self, operation, params)
         table_name = params.get("TableName", "")
+        if operation == "TransactWriteItems":
+            return _transaction(original, self, params, meter)
         if operation in _WRITES:
             key = params.get("Key") or _key_of(table_name, params["Item"])
             old = _stored(table_name, key)
@@ -137,12 +141,14 @@ def metered() -> Iterator[Meter]:
             finally:
                 new = _stored(table_name, key)
                 if old != new or operation == "PutItem":  # a failed condition still costs a write
-                    units = math.ceil(max(item_size(old), item_size(new), 1) / 1024)
-                    units += _index_writes(table_name, old, new)
+                    indexes = _index_writes(table_name, old, new)
+                    units = math.ceil(max(item_size(old), item_size(new), 1) / 1024) + indexes
+                    meter.index_units_by_table[table_name] += indexes
                 else:
                     units = math.ceil(max(item_size(old), 1) / 1024)
                 meter.write_units += units
                 meter.write_units_by_table[table_name] += units
+                meter.writes_by_table[table_name] += 1
         response = original(self, operation, params)
         if operation == "GetItem":
             read = Decimal(math.ceil(max(item_size(response.get("Item")), 1) / 4096))
@@ -166,6 +172,27 @@ def metered() -> Iterator[Meter]:
         yield meter
     finally:
         BaseClient._make_api_call = original
+
+
+def _transaction(original: Any, client: BaseClient, params: dict[str, Any], meter: Meter) -> Any:
+    """TransactWriteItems: every item is written twice (prepare, commit), so costs double units."""
+    parts = []
+    for entry in params["TransactItems"]:
+        ((kind, request),) = entry.items()
+        table_name = request["TableName"]
+        key = request.get("Key") or _key_of(table_name, request["Item"])
+        parts.append((kind, table_name, key, _stored(table_name, key)))
+    try:
+        return original(client, "TransactWriteItems", params)
+    finally:
+        for kind, table_name, key, old in parts:
+            new = _stored(table_name, key)
+            indexes = 0 if kind == "ConditionCheck" else _index_writes(table_name, old, new)
+            units = math.ceil(max(item_size(old), item_size(new), 1) / 1024) + indexes
+            meter.index_units_by_table[table_name] += 2 * indexes
+            meter.write_units += 2 * units
+            meter.write_units_by_table[table_name] += 2 * units
+            meter.writes_by_table[table_name] += 1
 
 
 def _key_of(table_name: str, item: Mapping[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,6 @@ from moto import mock_aws  # noqa: E402
 from local.cfn import create_resources, function_environment, load_template  # noqa: E402
 from local.sandbox import Sandbox  # noqa: E402
 from local.stack import LambdaContext, http_event, http_routes, load_handler  # noqa: E402
-from sendwell.adapters.aws import KmsCipher  # noqa: E402
 from sendwell.adapters.credentials import CredentialStore  # noqa: E402
 from sendwell.config import Settings  # noqa: E402
 from sendwell.models import InboxStatus, Models, bind_models, new_step  # noqa: E402
@@ -171,8 +170,8 @@ def server_times(pages: int, callbacks: int) -> dict[str, list[float]]:
         alice = sandbox.add_google_account(ADDRESS, name="Alice Archer")
         settings = Settings.from_env(os.environ)
         models = bind_models(settings.tables, region="us-east-1")
-        store = CredentialStore(models, KmsCipher(session.client("kms"), settings.credentials_key_id))
-        models.inbox(
+        store = CredentialStore.with_kms(models, session.client("kms"), settings.credentials_key_id)
+        inbox = models.inbox(
             inbox_id=INBOX,
             provider="gmail",
             address=ADDRESS,
@@ -180,8 +179,9 @@ def server_times(pages: int, callbacks: int) -> dict[str, list[float]]:
             created_at=datetime.now(UTC) - timedelta(days=30),
             identity_issuer="https://accounts.google.com",
             identity_subject=alice.sub,
-            credentials=store.encrypt(INBOX, {"refresh_token": "1//0-old"}),
-        ).save()
+        )
+        inbox.save()
+        store.seed(inbox, {"refresh_token": "1//0-old"})
         models.campaign(
             campaign_id="cmp_bench",
             name="Q4 outreach",

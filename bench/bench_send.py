@@ -38,7 +38,7 @@ from local.cfn import create_resources, function_environment, load_template, res
 from local.imapserver import DovecotServer  # noqa: E402
 from local.mailserver import SmtpTestServer  # noqa: E402
 from local.stack import LambdaContext, load_handler  # noqa: E402
-from sendwell.adapters.aws import KmsCipher, SqsQueue  # noqa: E402
+from sendwell.adapters.aws import SqsQueue  # noqa: E402
 from sendwell.adapters.credentials import CredentialStore  # noqa: E402
 from sendwell.config import Settings  # noqa: E402
 from sendwell.ids import shard_for  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> None:
         os.environ["SENDWELL_PUBLIC_BASE_URL"] = "https://sendwell.bench.example"
         settings = Settings.from_env(os.environ)
         models = bind_models(settings.tables, region="us-east-1")
-        store = CredentialStore(models, KmsCipher(session.client("kms"), settings.credentials_key_id))
+        store = CredentialStore.with_kms(models, session.client("kms"), settings.credentials_key_id)
         start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
         campaign = models.campaign(
             campaign_id="cmp_bench",
@@ -114,7 +114,7 @@ def main() -> None:
             dovecot.add_user(address, PASSWORD)
             inbox_id = f"ibx_{number:03d}"
             campaign.inbox_ids.append(inbox_id)  # type: ignore[arg-type]
-            models.inbox(
+            inbox = models.inbox(
                 inbox_id=inbox_id,
                 provider="custom",
                 address=address,
@@ -135,8 +135,9 @@ def main() -> None:
                 last_polled_at=start,
                 min_gap_seconds=0,
                 jitter_seconds=0,
-                credentials=store.encrypt(inbox_id, {"password": PASSWORD}),
-            ).save()
+            )
+            inbox.save()
+            store.seed(inbox, {"password": PASSWORD})
             for index in range(per_inbox // 2 + 1):  # two steps each
                 enrollment_id = f"enr_{number:03d}_{index:04d}"
                 models.enrollment(

@@ -32,7 +32,7 @@ import pytest
 import requests
 
 from local.sandbox import GMAIL_READONLY, GMAIL_SEND, Sandbox
-from sendwell.adapters.aws import KmsCipher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.aws import SqsAuthFailureReporter, SqsQueue
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.mailboxes import ProviderMailboxes
 from sendwell.config import OAuthClient, ProviderEndpoints, Settings
@@ -234,13 +234,14 @@ class SendWorld:
         self.providers = providers
         self.models = aws.models
         self.settings = providers.settings(aws.settings)
-        self.store = CredentialStore(self.models, KmsCipher(aws.client("kms"), aws.settings.credentials_key_id))
+        self._kms, self._key_id = aws.client("kms"), aws.settings.credentials_key_id
+        self.store = CredentialStore.with_kms(self.models, self._kms, self._key_id)
         self.reporter = SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), aws.settings.auth_failure_queue_url))
         self.credentials = credentials
         self.address = address
         self.inbox_id = f"ibx_{provider}"
         self.start = datetime.now(UTC).replace(microsecond=0)
-        self.models.inbox(
+        inbox = self.models.inbox(
             inbox_id=self.inbox_id,
             provider=provider,
             address=address,
@@ -251,8 +252,9 @@ class SendWorld:
             daily_cap=50,
             min_gap_seconds=60,
             jitter_seconds=0,
-            credentials=self.store.encrypt(self.inbox_id, credentials),
-        ).save()
+        )
+        inbox.save()
+        self.store.seed(inbox, credentials)
         self.models.campaign(
             campaign_id="cmp_oauth",
             name="Q4 outreach",
@@ -283,18 +285,13 @@ class SendWorld:
         return self.store.load(self.inbox())
 
     def store_credentials(self, credentials: dict[str, Any]) -> None:
-        inbox = self.inbox()
-        table = self.models.inbox
-        inbox.update(
-            actions=[
-                table.credentials.set(self.store.encrypt(self.inbox_id, credentials)),
-                table.credentials_version.add(1),
-            ]
-        )
+        """Store ``credentials`` at the next version, as a refresh elsewhere would."""
+        self.store.save(self.inbox(), credentials)
 
     def fresh_mailboxes(self) -> ProviderMailboxes:
-        """What a new function instance builds at cold start."""
-        return ProviderMailboxes(self.settings, self.store, secrets=self.providers.secrets, timeout=5.0)
+        """What a new function instance builds at cold start (with a cache of its own)."""
+        store = CredentialStore.with_kms(self.models, self._kms, self._key_id)
+        return ProviderMailboxes(self.settings, store, secrets=self.providers.secrets, timeout=5.0)
 
     def found_in_sent(self, message_id: str) -> SentReceipt | None:
         return self.fresh_mailboxes().open(self.inbox()).find_sent(message_id)

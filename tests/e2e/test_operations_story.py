@@ -34,7 +34,6 @@ from local.imapserver import DovecotServer
 from local.mailserver import SmtpTestServer
 from local.sandbox import Sandbox
 from local.stack import Handler, LambdaContext, http_event, http_routes, load_handler
-from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.clock import epoch
 from sendwell.ids import shard_for
@@ -330,8 +329,8 @@ def run_story(world: World) -> None:
     assert done.status == 200, done.body
     browser = Browser(world)
     assert browser.sign_in_with_google(browser.open_link(alice_link), ALICE).status == 200
-    store = CredentialStore(
-        world.models, KmsCipher(world.session.client("kms"), world.env["SENDWELL_CREDENTIALS_KEY_ID"])
+    store = CredentialStore.with_kms(
+        world.models, world.session.client("kms"), world.env["SENDWELL_CREDENTIALS_KEY_ID"]
     )
     grant = store.load(world.models.inbox.get(alice))
     capture.secrets |= {grant["access_token"], grant["refresh_token"]}

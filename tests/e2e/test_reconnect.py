@@ -32,7 +32,6 @@ from local.imapserver import DovecotServer
 from local.mailserver import SmtpTestServer
 from local.sandbox import GMAIL_SEND, Sandbox
 from local.stack import LambdaContext, Route, http_event, http_routes
-from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.failures import Failure, FailureKind, ProviderFailure
 from sendwell.ids import shard_for, step_message_id
@@ -266,9 +265,17 @@ def world(deployment: Deployment, sandbox: Sandbox) -> Iterator[World]:
     forget_sent_emails()
     models = deployment.models
     with trusting_session(sandbox) as http:
-        kms = KmsCipher(deployment.client("kms"), deployment.settings.credentials_key_id)
-        yield World(deployment, sandbox, http, CredentialStore(models, kms))
-    for model in (models.inbox, models.campaign, models.enrollment, models.link, models.session, models.activity):
+        store = CredentialStore.with_kms(models, deployment.client("kms"), deployment.settings.credentials_key_id)
+        yield World(deployment, sandbox, http, store)
+    for model in (
+        models.inbox,
+        models.credentials,
+        models.campaign,
+        models.enrollment,
+        models.link,
+        models.session,
+        models.activity,
+    ):
         with model.batch_write() as batch:
             for item in model.scan():
                 batch.delete(item)
@@ -278,15 +285,16 @@ def google_inbox(world: World, inbox_id: str = "ibx_gmail") -> Inbox:
     """A Gmail inbox connected once as Alice (identity recorded), now disconnected."""
     alice = world.sandbox.add_google_account(ALICE, name="Alice Archer")
     old = {"refresh_token": "1//0-revoked", "access_token": "ya29.old", "expires_at": 0, "scopes": []}
-    return world.add_inbox(
+    inbox = world.add_inbox(
         inbox_id,
         "gmail",
         ALICE,
         identity_issuer="https://accounts.google.com",
         identity_subject=alice.sub,
-        credentials=world.store.encrypt(inbox_id, old),
         credentials_version=3,
     )
+    world.store.seed(inbox, old)
+    return inbox
 
 
 def assert_secure(page: Page) -> None:
@@ -424,6 +432,7 @@ def test_a_failing_mail_service_leaves_the_inbox_connected_and_the_notices_go_ou
 
 def test_a_different_account_gets_the_mismatch_page_and_nothing_changes(world: World) -> None:
     before = google_inbox(world)
+    sealed = bytes(world.models.credentials.get("ibx_gmail", consistent_read=True).ciphertext)
     link = world.link("ibx_gmail")
     page = world.sign_in(world.visitor(), link, account=MALLORY)
 
@@ -431,7 +440,7 @@ def test_a_different_account_gets_the_mismatch_page_and_nothing_changes(world: W
     assert f"You signed in as {MALLORY}; this link is for {ALICE}." in page.text()
     after = world.inbox("ibx_gmail")
     assert after.status == InboxStatus.DISCONNECTED
-    assert bytes(after.credentials or b"") == bytes(before.credentials or b"")
+    assert bytes(world.models.credentials.get("ibx_gmail", consistent_read=True).ciphertext) == sealed
     assert after.credentials_version == before.credentials_version
     assert after.identity_subject == before.identity_subject
     assert links.verify(world.models, link.rsplit("/", 1)[1], now=datetime.now(UTC))  # still usable
@@ -658,7 +667,7 @@ def custom_inbox(world: World, smtp_server: SmtpTestServer, dovecot: DovecotServ
     address = f"ana.{uuid.uuid4().hex[:8]}@sendwell-test.example.com"
     smtp_server.users = {address: NEW_PASSWORD}
     dovecot.add_user(address, NEW_PASSWORD)
-    return world.add_inbox(
+    inbox = world.add_inbox(
         "ibx_custom",
         "custom",
         address,
@@ -669,9 +678,10 @@ def custom_inbox(world: World, smtp_server: SmtpTestServer, dovecot: DovecotServ
         imap_port=dovecot.port,
         imap_security="none",
         username=address,
-        credentials=world.store.encrypt("ibx_custom", {"password": "old-password"}),
         credentials_version=1,
     )
+    world.store.seed(inbox, {"password": "old-password"})
+    return inbox
 
 
 def failed_parts(page: Page) -> list[tuple[str, str]]:
@@ -745,7 +755,7 @@ def test_a_credentials_write_that_keeps_failing_does_not_burn_the_link(world: Wo
     csrf = reconnect.load_visit(ctx, opened.cookie, now=now).session.csrf_token
 
     def credentials_write(service: str, operation: str, params: dict[str, Any]) -> bool:
-        return operation == "UpdateItem" and "credentials" in str(params.get("ExpressionAttributeNames"))
+        return operation == "TransactWriteItems"
 
     with aws_faults() as faults, faults.failing(credentials_write), pytest.raises(WriteNotDone):
         reconnect.submit_password(ctx, opened.cookie, csrf, NEW_PASSWORD, now=now)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from local.stack import load_handler
-from sendwell.adapters.aws import KmsCipher, SqsAuthFailureReporter, SqsQueue
+from sendwell.adapters.aws import SqsAuthFailureReporter, SqsQueue
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.imap import ImapMailbox
 from sendwell.adapters.mailboxes import ProviderMailboxes
@@ -37,8 +37,7 @@ class World:
     def __init__(self, aws: Deployment, smtp: SmtpTestServer, dovecot: DovecotServer) -> None:
         self.aws, self.smtp, self.dovecot = aws, smtp, dovecot
         self.models = aws.models
-        kms = aws.client("kms")
-        self.store = CredentialStore(self.models, KmsCipher(kms, aws.settings.credentials_key_id))
+        self.store = CredentialStore.with_kms(self.models, aws.client("kms"), aws.settings.credentials_key_id)
         self.mailboxes = ProviderMailboxes(aws.settings, self.store)
         self.inbox_id = "ibx_custom"
         dovecot.add_user(TEST_USER, TEST_PASSWORD)
@@ -60,10 +59,10 @@ class World:
             daily_cap=50,
             min_gap_seconds=60,
             jitter_seconds=0,
-            credentials=self.store.encrypt(self.inbox_id, {"password": TEST_PASSWORD}),
         )
         inbox.window.tz = "Europe/Berlin"
         inbox.save()
+        self.store.seed(inbox, {"password": TEST_PASSWORD})
         self.campaign = self.models.campaign(
             campaign_id="cmp_1",
             name="Q4",

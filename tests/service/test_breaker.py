@@ -23,7 +23,6 @@ import pytest
 from google.auth import exceptions as google_exceptions
 
 from sendwell import wiring
-from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.classify import classify_google_refresh_error, classify_smtp_error
 from sendwell.failures import Failure
@@ -81,7 +80,7 @@ def world() -> Iterator[Harness]:
         deployed(env, prefix="breaker", variables=variables, metrics=True) as aws,
         aws_faults() as faults,
     ):
-        store = CredentialStore(aws.models, KmsCipher(aws.client("kms"), aws.settings.credentials_key_id))
+        store = CredentialStore.with_kms(aws.models, aws.client("kms"), aws.settings.credentials_key_id)
         forget_sent_emails()
         harness = Harness(aws=aws, faults=faults, mailboxes=MemoryMailboxes(store))
         module = sys.modules[harness.handler("AuthFailureFunction").__module__]

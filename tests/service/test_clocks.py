@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pytest
 
-from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.models import InboxStatus
 from sendwell.services import clocks, links
@@ -35,7 +34,7 @@ def world() -> Iterator[Harness]:
         deployed(env, prefix="clocks", variables=variables) as aws,
         aws_faults() as faults,
     ):
-        store = CredentialStore(aws.models, KmsCipher(aws.client("kms"), aws.settings.credentials_key_id))
+        store = CredentialStore.with_kms(aws.models, aws.client("kms"), aws.settings.credentials_key_id)
         forget_sent_emails()
         yield Harness(aws=aws, faults=faults, mailboxes=MemoryMailboxes(store))
 

@@ -38,7 +38,6 @@ from urllib.parse import urlencode
 import pytest
 
 from local.stack import LambdaContext, http_event, http_routes
-from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.failures import Failure, FailureKind
 from sendwell.ids import shard_for, step_message_id
@@ -143,11 +142,11 @@ class Harness:
             min_gap_seconds=60,
             jitter_seconds=0,
             last_polled_at=START - timedelta(minutes=1),
-            credentials=self.mailboxes.store.encrypt(inbox_id, {"password": "correct horse"}),
             **extra,
         )
         inbox.window.tz = "UTC"
         inbox.save()
+        self.mailboxes.store.seed(inbox, {"password": "correct horse"})
         self.mailboxes.boxes[inbox_id] = MemoryMailbox(address)
         self.aws.models.campaign(
             campaign_id=f"cmp_{inbox_id}",
@@ -180,7 +179,7 @@ class Harness:
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness]:
     with pytest.MonkeyPatch.context() as env, deployed(env, prefix="faults") as aws, aws_faults() as faults:
-        store = CredentialStore(aws.models, KmsCipher(aws.client("kms"), aws.settings.credentials_key_id))
+        store = CredentialStore.with_kms(aws.models, aws.client("kms"), aws.settings.credentials_key_id)
         yield Harness(aws=aws, faults=faults, mailboxes=MemoryMailboxes(store))
 
 

@@ -54,6 +54,7 @@ def test_every_model_matches_its_table_in_the_template(aws: Deployment) -> None:
         "SENDWELL_SESSIONS_TABLE": models.session,
         "SENDWELL_ACTIVITY_TABLE": models.activity,
         "SENDWELL_SUPPRESSIONS_TABLE": models.suppression,
+        "SENDWELL_CREDENTIALS_TABLE": models.credentials,
     }
     assert len(bound) == len(ALL_MODELS) == len(TableNames.__dataclass_fields__)
     for env_name, model in bound.items():

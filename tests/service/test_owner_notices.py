@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from sendwell.adapters.aws import KmsCipher
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.models import InboxStatus
 from sendwell.services import links
@@ -23,7 +22,7 @@ OWNER = "Erin@Client.example"  # stored as typed; matched in any case
 @pytest.fixture
 def world() -> Iterator[Harness]:
     with pytest.MonkeyPatch.context() as env, deployed(env, prefix="owners") as aws, aws_faults() as faults:
-        store = CredentialStore(aws.models, KmsCipher(aws.client("kms"), aws.settings.credentials_key_id))
+        store = CredentialStore.with_kms(aws.models, aws.client("kms"), aws.settings.credentials_key_id)
         forget_sent_emails()
         yield Harness(aws=aws, faults=faults, mailboxes=MemoryMailboxes(store))
 

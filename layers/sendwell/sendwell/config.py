@@ -115,6 +115,7 @@ class CoreSettings:
                 sessions=env.need("SENDWELL_SESSIONS_TABLE"),
                 activity=env.need("SENDWELL_ACTIVITY_TABLE"),
                 suppressions=env.need("SENDWELL_SUPPRESSIONS_TABLE"),
+                credentials=env.need("SENDWELL_CREDENTIALS_TABLE"),
             ),
         }
 

@@ -201,8 +201,13 @@ class Inbox(Model):
     # Who the mailbox is: Google iss+sub, Microsoft tid+oid; recorded at the first sign-in.
     identity_issuer = UnicodeAttribute(null=True)
     identity_subject = UnicodeAttribute(null=True)
-    # KMS ciphertext (encryption context = inbox id) of the JSON credentials.
+    # The sign-in itself is a ``Credentials`` item of its own: a few KB of Outlook tokens here would
+    # make every write of this row (each send claim, each poll) cost four or five write units.
+    # ``credentials`` is where rows written before that kept them (KMS ciphertext, encryption
+    # context = inbox id); the first read moves them (``sendwell.adapters.credentials``).
     credentials = BinaryAttribute(null=True, legacy_encoding=False)
+    # The version of the sign-in, also on its ``Credentials`` item: a warm container caches the
+    # decrypted sign-in by (inbox id, version), and an auth-failure report says which one failed.
     credentials_version = NumberAttribute(default=0)
 
     # Custom inboxes: where to connect. A reconnect may change the password, never these.
@@ -391,7 +396,34 @@ class Suppression(Model):
     inbox_id = UnicodeAttribute(null=True)
 
 
-ALL_MODELS: tuple[type[Model], ...] = (Inbox, Campaign, Enrollment, ReconnectLink, WebSession, Activity, Suppression)
+class Credentials(Model):
+    """An inbox's sign-in (tokens or password), sealed: the JSON encrypted with AES-256-GCM under a
+    data key from KMS, bound to the inbox id and ``version`` (sendwell.adapters.credentials).
+
+    Its ``version`` is never behind its inbox's ``credentials_version``: it is written first (or in
+    one transaction with the inbox row), so the item is the truth and the row's number a cache key.
+    """
+
+    class Meta:
+        table_name = "unbound"
+
+    inbox_id = UnicodeAttribute(hash_key=True)
+    version = NumberAttribute()
+    data_key = BinaryAttribute(legacy_encoding=False)  # the AES key, encrypted by KMS
+    nonce = BinaryAttribute(legacy_encoding=False)
+    ciphertext = BinaryAttribute(legacy_encoding=False)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    Inbox,
+    Campaign,
+    Enrollment,
+    ReconnectLink,
+    WebSession,
+    Activity,
+    Suppression,
+    Credentials,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +435,7 @@ class TableNames:
     sessions: str
     activity: str
     suppressions: str
+    credentials: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +449,7 @@ class Models:
     session: type[WebSession]
     activity: type[Activity]
     suppression: type[Suppression]
+    credentials: type[Credentials]
 
 
 def _bound(model: type[M], table_name: str, region: str, host: str | None) -> type[M]:
@@ -434,4 +468,5 @@ def bind_models(names: TableNames, *, region: str, host: str | None = None) -> M
         session=_bound(WebSession, names.sessions, region, host),
         activity=_bound(Activity, names.activity, region, host),
         suppression=_bound(Suppression, names.suppressions, region, host),
+        credentials=_bound(Credentials, names.credentials, region, host),
     )

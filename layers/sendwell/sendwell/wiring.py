@@ -24,7 +24,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 
 from sendwell.adapters.aws import (
-    CachingCipher,
     KmsCipher,
     QueueDeliveryError,
     SesMailer,
@@ -33,6 +32,7 @@ from sendwell.adapters.aws import (
     SqsQueue,
 )
 from sendwell.adapters.confirming import ConfirmingMailboxes
+from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.http import http_session
 from sendwell.adapters.mailboxes import ParameterStoreSecrets, ProviderMailboxes
 from sendwell.adapters.oauth import GoogleAuthorizer, LiveLoginCheck, MicrosoftAuthorizer
@@ -42,6 +42,7 @@ from sendwell.config import (
     AdminSettings,
     AuthFailureSettings,
     CoreSettings,
+    CredentialsSettings,
     DispatchSettings,
     IncidentSettings,
     NoticeSettings,
@@ -56,7 +57,7 @@ from sendwell.config import (
 from sendwell.failures import Provider
 from sendwell.models import Campaign, Models, bind_models
 from sendwell.observability import CountingMailer, install_redaction
-from sendwell.ports.platform import Cipher
+from sendwell.ports.platform import SealBroken
 from sendwell.ports.signin import Authorizer
 from sendwell.services.auth_failures import IncidentContext
 from sendwell.services.breaker import BreakerSettings
@@ -83,9 +84,10 @@ NOTICE_FAILURES: tuple[type[Exception], ...] = (
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
 )
-# What one inbox's poll can fail with from the platform (KMS refusing its credentials, DynamoDB
-# faults): that inbox is retried next time, and the run goes on with the others.
-PLATFORM_FAILURES: tuple[type[Exception], ...] = (*NOTICE_FAILURES, PynamoDBException)
+# What one inbox's poll can fail with from the platform (KMS refusing its credentials, a sealed
+# sign-in that does not open, DynamoDB faults): that inbox is retried next time, and the run goes
+# on with the others.
+PLATFORM_FAILURES: tuple[type[Exception], ...] = (*NOTICE_FAILURES, PynamoDBException, SealBroken)
 
 # Campaign definitions change rarely; a minute-old copy is fine and saves a read per email.
 CAMPAIGN_CACHE_SECONDS = 60
@@ -108,9 +110,15 @@ def _models(settings: CoreSettings) -> Models:
     return bind_models(settings.tables, region=settings.region)
 
 
-def _mailboxes(settings: ProviderSettings, models: Models, cipher: Cipher) -> ConfirmingMailboxes:
+def _credentials(aws: _Aws, settings: CredentialsSettings, models: Models) -> CredentialStore:
+    """Inbox credentials for a function's warm life: opened once per (inbox, version), their data
+    keys decrypted once per container, not a KMS call per send or poll."""
+    return CredentialStore.with_kms(models, aws.client("kms"), settings.credentials_key_id)
+
+
+def _mailboxes(settings: ProviderSettings, models: Models, store: CredentialStore) -> ConfirmingMailboxes:
     """Every send and poll confirms a permission loss once before reporting it."""
-    inner = ProviderMailboxes.from_settings(settings, models, cipher, ParameterStoreSecrets())
+    inner = ProviderMailboxes(settings, store, secrets=ParameterStoreSecrets())
     return ConfirmingMailboxes(inner, models, wait_seconds=settings.confirm_wait_seconds)
 
 
@@ -119,11 +127,11 @@ def _mailer(aws: _Aws, settings: NoticeSettings) -> CountingMailer:
 
 
 def _poll_context(
-    aws: _Aws, settings: PollSettings, models: Models, cipher: Cipher, once: IdempotentRunner
+    aws: _Aws, settings: PollSettings, models: Models, store: CredentialStore, once: IdempotentRunner
 ) -> PollContext:
     return PollContext(
         models=models,
-        mailboxes=_mailboxes(settings, models, cipher),
+        mailboxes=_mailboxes(settings, models, store),
         auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
         events=SnsPublisher(aws.client("sns"), settings.inbox_events_topic_arn),
         once=once,
@@ -180,11 +188,9 @@ def send(env: Mapping[str, str]) -> Send:
     settings = load(SendSettings, env, read_parameter=get_parameter)
     aws, models = _Aws(settings.region), _models(settings)
     campaigns: TtlCache[str, Campaign] = TtlCache(ttl=CAMPAIGN_CACHE_SECONDS, max_entries=256)
-    # One KMS call per inbox per warm container, not one per email.
-    cipher = CachingCipher(KmsCipher(aws.client("kms"), settings.credentials_key_id))
     context = SendContext(
         models=models,
-        mailboxes=_mailboxes(settings, models, cipher),
+        mailboxes=_mailboxes(settings, models, _credentials(aws, settings, models)),
         auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
         unsubscribe_base_url=f"{settings.public_base_url}/u",
         campaigns=lambda campaign_id: campaigns.get(campaign_id, lambda: models.campaign.get(campaign_id)),
@@ -205,10 +211,10 @@ class Poll:
 def poll(env: Mapping[str, str]) -> Poll:
     settings = load(PollSettings, env)
     aws = _Aws(settings.region)
-    # Each inbox's credentials are decrypted once per warm container, as send does.
-    cipher = CachingCipher(KmsCipher(aws.client("kms"), settings.credentials_key_id))
+    models = _models(settings)
+    store = _credentials(aws, settings, models)
     once = IdempotentRunner(settings.idempotency_table)
-    return Poll(context=_poll_context(aws, settings, _models(settings), cipher, once), once=once)
+    return Poll(context=_poll_context(aws, settings, models, store, once), once=once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,10 +275,11 @@ class Reconnect:
 
 def reconnect(env: Mapping[str, str]) -> Reconnect:
     settings = load(ReconnectSettings, env, read_parameter=get_parameter)
-    aws = _Aws(settings.region)
+    aws, models = _Aws(settings.region), _models(settings)
     context = ReconnectContext(
-        models=_models(settings),
+        models=models,
         cipher=KmsCipher(aws.client("kms"), settings.credentials_key_id),
+        credentials=CredentialStore.with_kms(models, aws.client("kms"), settings.credentials_key_id),
         authorizers=_authorizers(settings),
         login_check=LiveLoginCheck(),
         public_base_url=settings.public_base_url,
@@ -292,11 +299,10 @@ def reconnect_worker(env: Mapping[str, str]) -> ReconnectWorker:
     settings = load(ReconnectWorkerSettings, env, read_parameter=get_parameter)
     aws, models = _Aws(settings.region), _models(settings)
     once = IdempotentRunner(settings.idempotency_table)
-    cipher = CachingCipher(KmsCipher(aws.client("kms"), settings.credentials_key_id))
     incident = _incident_context(aws, settings, models, once)
     context = CatchUpContext(
         models=models,
-        poll=_poll_context(aws, settings, models, cipher, once),
+        poll=_poll_context(aws, settings, models, _credentials(aws, settings, models), once),
         mailer=incident.mailer,
         events=incident.events,
         once=once,

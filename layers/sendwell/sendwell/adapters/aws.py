@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -12,7 +11,6 @@ from typing import Any
 
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
-from sendwell.cache import TtlCache
 from sendwell.ports.messages import AuthFailureReport, QueuedMessage
 from sendwell.ports.platform import DeliveryUnknown, Email
 
@@ -119,6 +117,9 @@ class SesMailer:
 
 
 class KmsCipher:
+    """KMS Encrypt and Decrypt themselves (the ``Cipher`` port); credentials are sealed instead
+    (``sendwell.adapters.envelope``), and this reads those stored before they were."""
+
     def __init__(self, client: Any, key_id: str) -> None:
         self._client = client
         self._key_id = key_id
@@ -142,23 +143,3 @@ class SqsAuthFailureReporter:
 
     def report(self, report: AuthFailureReport, *, delay_seconds: int | None = None) -> None:
         self._queue.send_batch([QueuedMessage(body=report.to_json(), delay_seconds=delay_seconds)])
-
-
-class CachingCipher:
-    """Decrypts each distinct ciphertext once per ``ttl``: one KMS call per inbox, not per send.
-
-    Keyed by the ciphertext itself, so rotated credentials (new ciphertext) are never served stale.
-    """
-
-    def __init__(self, cipher: KmsCipher, *, ttl: float = 300.0, max_entries: int = 2048) -> None:
-        self._cipher = cipher
-        self._plaintexts: TtlCache[tuple[bytes, tuple[tuple[str, str], ...]], bytes] = TtlCache(
-            ttl=ttl, max_entries=max_entries
-        )
-
-    def encrypt(self, plaintext: bytes, *, context: Mapping[str, str]) -> bytes:
-        return self._cipher.encrypt(plaintext, context=context)
-
-    def decrypt(self, ciphertext: bytes, *, context: Mapping[str, str]) -> bytes:
-        key = (hashlib.sha256(ciphertext).digest(), tuple(sorted(context.items())))
-        return self._plaintexts.get(key, lambda: self._cipher.decrypt(ciphertext, context=context))

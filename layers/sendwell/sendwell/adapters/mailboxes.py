@@ -25,9 +25,9 @@ from sendwell.adapters.imap import ImapCursor, ImapMailbox
 from sendwell.adapters.smtp import SmtpSender
 from sendwell.config import OAuthClient, ProviderSettings
 from sendwell.failures import Failure, FailureKind, Provider, ProviderFailure
-from sendwell.models import Inbox, Models
+from sendwell.models import Inbox
 from sendwell.ports.mailbox import InboundMessage, Mailbox, SentReceipt
-from sendwell.ports.platform import Cipher, SecretSource
+from sendwell.ports.platform import SecretSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +79,11 @@ class ProviderMailboxes:
         self._timeout = timeout
         self._http = http_session(settings.endpoints)
 
-    @classmethod
-    def from_settings(
-        cls, settings: ProviderSettings, models: Models, cipher: Cipher, secrets: SecretSource
-    ) -> ProviderMailboxes:
-        return cls(settings, CredentialStore(models, cipher), secrets=secrets)
-
     def open(self, inbox: Inbox, *, fresh_token: bool = False) -> Mailbox:
         """``fresh_token``: ignore the stored access token and get a new one first (a second look)."""
         provider = Provider(inbox.provider)
-        credentials = self._store.load(inbox)
+        stored = self._store.current(inbox)
+        credentials = dict(stored.values)
         if fresh_token:
             credentials = {k: v for k, v in credentials.items() if k not in ("access_token", "expires_at")}
         if provider is Provider.CUSTOM:
@@ -96,7 +91,7 @@ class ProviderMailboxes:
         if not credentials.get("refresh_token"):
             failure = Failure(FailureKind.AUTH_LOST, f"{provider.value}:no_refresh_token", "no sign-in is stored")
             raise ProviderFailure(failure)
-        save = _CredentialSaver(self._store, inbox)
+        save = _CredentialSaver(self._store, inbox, stored.version)
         endpoints = self._settings.endpoints
         if provider is Provider.GMAIL:
             client_id, secret = self._client(provider, self._settings.google)
@@ -181,18 +176,24 @@ class _CredentialSaver:
     When another process saved first (Microsoft rotates refresh tokens, so a slower concurrent
     refresh must not write an older chain over a newer one), its credentials are reloaded and
     returned instead: the caller continues with those.
+
+    The version is the stored item's, kept here rather than read off the row: after a function
+    died between a refresh's two writes the row is one behind, and the item is what a save races.
     """
 
-    def __init__(self, store: CredentialStore, inbox: Inbox) -> None:
+    def __init__(self, store: CredentialStore, inbox: Inbox, version: int) -> None:
         self._store = store
         self._inbox = inbox
+        self._version = version
 
     def __call__(self, credentials: dict[str, Any]) -> dict[str, Any]:
         try:
-            self._store.save(self._inbox, credentials)  # moves the inbox to the saved version
+            # Also moves the inbox (the caller's copy) to the saved version.
+            self._version = self._store.save(self._inbox, credentials, over=self._version)
         except StaleCredentials:
             self._inbox, stored = self._store.reload(self._inbox)
-            return stored
+            self._version = stored.version
+            return dict(stored.values)
         return credentials
 
 

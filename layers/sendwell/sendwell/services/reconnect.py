@@ -9,11 +9,11 @@ The flow, as the owner lives it:
 3. ``finish_authorization``: the one-time ``state`` is taken from the session with a conditional
    write, the code is redeemed, the granted scopes are checked and the mailbox must be the one the
    inbox recorded (issuer + subject) at the address it has. Any refusal stores nothing.
-4. ``_complete``: the link is consumed (a conditional write: one winner), and one conditional
-   write stores the new credentials, moves the inbox to ``reconnecting`` (dispatch skips it) and
-   records the link as the reconnect still to finish. The page answers at once with what happens
-   next; the catch-up poll, the paced backlog release and the notices run in the reconnect
-   worker (``services.catch_up``), outside the HTTP request.
+4. ``_complete``: the link is consumed (a conditional write: one winner), and one transaction
+   stores the new credentials (their own item) and, under the inbox's conditions, moves the inbox
+   to ``reconnecting`` (dispatch skips it) and records the link as the reconnect still to finish.
+   The page answers at once with what happens next; the catch-up poll, the paced backlog release
+   and the notices run in the reconnect worker (``services.catch_up``), outside the HTTP request.
 
 A fault between the steps of ``_complete`` leaves the link used by this session: the owner's
 retry (a reload, a second submit) runs the same steps again, and every one of them is safe to
@@ -23,7 +23,6 @@ repeat. A reconnect whose task is lost is queued again by the reminders function
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from sendwell.clock import epoch
 from sendwell.failures import Provider
 from sendwell.models import BacklogMode, Inbox, InboxStatus, LinkState, Models, ReconnectLink, WebSession
 from sendwell.ports.messages import ReconnectTask
-from sendwell.ports.platform import Cipher
+from sendwell.ports.platform import Cipher, CredentialVault
 from sendwell.ports.signin import Authorizer, LoginCheck, LoginFailed, MailboxGrant, ReconnectError
 from sendwell.services import activity, links
 from sendwell.services.backlog import BacklogRelease
@@ -114,7 +113,8 @@ class InboxChanged(ReconnectError):
 @dataclass(frozen=True, slots=True)
 class ReconnectContext:
     models: Models
-    cipher: Cipher  # KMS: inbox credentials (context = inbox id) and OAuth flows (context = session)
+    cipher: Cipher  # KMS: the OAuth flow a page visit keeps (context = session)
+    credentials: CredentialVault  # where a finished sign-in is stored
     authorizers: Mapping[str, Authorizer]  # by inbox provider value ("gmail", "outlook")
     login_check: LoginCheck
     public_base_url: str
@@ -300,17 +300,16 @@ def _store_credentials(
     now: datetime,
 ) -> None:
     """New credentials, ``reconnecting`` unless it is connected already, and the reconnect still to
-    finish (``reconnect_link``, watched by the reminders function), in one conditional write.
+    finish (``reconnect_link``, watched by the reminders function), in one transaction: the
+    credentials item and the inbox row under its conditions (``ctx.credentials.replace``).
 
-    Bumping ``credentials_version`` makes a slow concurrent token refresh of the old grant lose
+    The new ``credentials_version`` makes a slow concurrent token refresh of the old grant lose
     instead of overwriting the new one (see ``sendwell.adapters.credentials``), and a late
     auth-failure report about the old grant say nothing about the new one.
     """
     table = ctx.models.inbox
     was_connected = inbox.status == InboxStatus.CONNECTED
     actions: list[Any] = [
-        table.credentials.set(ctx.cipher.encrypt(_json_bytes(credentials), context={"inbox_id": inbox.inbox_id})),
-        table.credentials_version.add(1),
         table.reconnected_at.set(now),
         table.reconnect_link.set(link.token_hash),
         *reconnect_watch(table, now=now),
@@ -335,7 +334,7 @@ def _store_credentials(
             condition &= table.identity_issuer.does_not_exist() | same
         else:
             condition &= same
-    if not writes.update(inbox, actions=actions, condition=condition):
+    if not ctx.credentials.replace(inbox, credentials, actions=actions, condition=condition):
         raise InboxChanged(inbox.inbox_id)
     activity.record(
         ctx.models,
@@ -411,7 +410,3 @@ def _usable_link(models: Models, token_hash: str, now: datetime, *, session: Web
 
 def _flow_context(session: WebSession) -> dict[str, str]:
     return {"session": session.session_hash}
-
-
-def _json_bytes(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True).encode()

@@ -5,7 +5,8 @@ The order of operations is the whole point:
 1. **Claim the inbox slot** with one conditional update: the inbox is connected, not paused, not
    rate-limited, no other send holds its lease, the minimum gap has passed and the daily cap is
    not reached. A duplicate delivery of the same message loses here. The update returns the
-   inbox (credentials included), so the claim costs no read.
+   inbox, so the claim costs no read; the row is small (its credentials are an item of their own,
+   opened once per container and version), so the claim costs one write unit.
 2. **Re-read the enrollment** (strongly consistent): a reply, bounce or unsubscribe recorded
    since dispatch stops it here, before anything is sent.
 3. **Mark the attempt, or reconcile**: the enrollment records the step being attempted before the
