@@ -42,7 +42,7 @@ from sendwell.adapters.credentials import CredentialStore  # noqa: E402
 from sendwell.adapters.mailboxes import ProviderMailboxes  # noqa: E402
 from sendwell.adapters.once import IdempotentRunner  # noqa: E402
 from sendwell.config import Settings  # noqa: E402
-from sendwell.ids import shard_for, step_message_id  # noqa: E402
+from sendwell.ids import step_message_id  # noqa: E402
 from sendwell.models import InboxStatus, bind_models  # noqa: E402
 from sendwell.services.polling import PollContext, poll_inbox  # noqa: E402
 from tests.provider_sandbox import ProviderSandbox, mime  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
                     fields={},
                     created_at=now,
                     step_index=1,
-                    due_shard=shard_for(enrollment_id),
+                    due_inbox=inbox_id,
                     due_at=int((now + timedelta(days=2)).timestamp()),
                 ).save()
             poll_inbox(context, models.inbox.get(inbox_id), now=now)  # the first poll sets the cursor

@@ -36,10 +36,10 @@ from sendwell.adapters.aws import SqsAuthFailureReporter, SqsQueue
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.mailboxes import ProviderMailboxes
 from sendwell.config import OAuthClient, ProviderEndpoints, Settings
-from sendwell.ids import shard_for
 from sendwell.models import Inbox, InboxStatus, new_step
 from sendwell.ports.mailbox import InboundMessage, Mailbox, Mailboxes, SentReceipt
 from sendwell.ports.messages import SendRequest
+from sendwell.services import schedule
 from sendwell.services.sending import Outcome, SendContext, send_step
 from tests.deployment import Deployment
 
@@ -304,9 +304,10 @@ class SendWorld:
             email=email,
             fields={"first_name": first_name},
             created_at=self.start,
-            due_shard=shard_for(enrollment_id),
+            due_inbox=self.inbox_id,
             due_at=int(self.start.timestamp()),
         ).save()
+        schedule.wake(self.models, self.inbox_id, at=self.start)
 
     def send(
         self,

@@ -27,6 +27,7 @@ from sendwell.clock import utcnow
 from sendwell.failures import FailureKind
 from sendwell.observability import AUTH_FAILURE_METRICS, Metric
 from sendwell.ports.messages import AuthFailureReport
+from sendwell.services import schedule
 from sendwell.services.auth_failures import Verdict, handle_report
 from sendwell.services.breaker import Settling
 from sendwell.wiring import logger, metrics, tracer
@@ -44,8 +45,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def handle_record(record: SQSRecord) -> None:
     report = AuthFailureReport.from_json(record.body)
     logger.append_keys(inbox_id=report.inbox_id, code=report.code)
+    now = utcnow()
     try:
-        verdict = handle_report(PARTS.context, report, now=utcnow())
+        verdict = handle_report(PARTS.context, report, now=now)
     except Settling as settling:
         # Queued again, to be decided once the provider's other inboxes have had time to report.
         PARTS.later.report(report, delay_seconds=math.ceil(settling.delay.total_seconds()))
@@ -56,6 +58,9 @@ def handle_record(record: SQSRecord) -> None:
     metrics.add_metric(name=AUTH_FAILURE_METRICS[FailureKind(report.kind)], unit=MetricUnit.Count, value=1)
     if verdict in VERDICT_METRICS:
         metrics.add_metric(name=VERDICT_METRICS[verdict], unit=MetricUnit.Count, value=1)
+    if verdict is Verdict.DISCONNECTED:  # what it holds back until the reconnect, counted once
+        backlog = schedule.due_steps(PARTS.context.models, report.inbox_id, now=now)
+        metrics.add_metric(name=Metric.DISCONNECTED_BACKLOG, unit=MetricUnit.Count, value=backlog)
     logger.info("auth failure handled", extra={"verdict": verdict.value, "kind": report.kind})
 
 

@@ -104,7 +104,7 @@ def test_a_gmail_reply_and_a_bounce_stop_their_sequences_once(
     assert result.failure is None and result.fetched == 3
     assert result.outcomes == {"reply": 1, "bounce": 1, "other": 1}
     replied, bounced = gmail.models.enrollment.get("enr_reply"), gmail.models.enrollment.get("enr_bounce")
-    assert replied.state == EnrollmentState.REPLIED and replied.due_shard is None
+    assert replied.state == EnrollmentState.REPLIED and replied.due_inbox is None
     assert bounced.state == EnrollmentState.BOUNCED and "5.1.1" in (bounced.state_reason or "")
     assert {e["type"] for e in events.drain()} == {"enrollment.replied", "enrollment.bounced"}
     log_before = len(_log(gmail))
@@ -160,7 +160,7 @@ def test_a_spam_complaint_stops_its_sequence_and_is_not_read_as_a_reply(
     result = poll_inbox(ctx, gmail.inbox(), now=gmail.start + timedelta(minutes=10))
     assert result.outcomes == {"complaint": 1}
     stopped = gmail.models.enrollment.get("enr_complains")
-    assert stopped.state == EnrollmentState.COMPLAINED and stopped.due_shard is None
+    assert stopped.state == EnrollmentState.COMPLAINED and stopped.due_inbox is None
     assert [e["type"] for e in events.drain()] == ["enrollment.complained"]
 
 

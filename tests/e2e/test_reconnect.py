@@ -34,7 +34,7 @@ from local.sandbox import GMAIL_SEND, Sandbox
 from local.stack import LambdaContext, Route, http_event, http_routes
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.failures import Failure, FailureKind, ProviderFailure
-from sendwell.ids import shard_for, step_message_id
+from sendwell.ids import step_message_id
 from sendwell.models import (
     BacklogMode,
     EnrollmentState,
@@ -500,7 +500,7 @@ def test_when_the_catch_up_poll_fails_sending_stays_held(world: World) -> None:
         email="lead@prospects.example",
         created_at=now,
         step_index=1,
-        due_shard="1",
+        due_inbox="ibx_gmail",
         due_at=due,
     ).save()
     ctx = world.context()
@@ -871,7 +871,7 @@ def test_a_reply_received_while_disconnected_stops_its_follow_up_and_the_backlog
             fields={"first_name": email.split("@")[0].title()},
             created_at=now - timedelta(days=10),
             step_index=step,
-            due_shard=shard_for(enrollment_id),
+            due_inbox="ibx_custom",
             due_at=due,
         ).save()
 
@@ -939,7 +939,7 @@ def test_hold_and_immediate_backlog_modes(world: World, custom_inbox: Inbox) -> 
         inbox_id="ibx_custom",
         email="wait@prospects.example",
         created_at=now,
-        due_shard="0",
+        due_inbox="ibx_custom",
         due_at=due,
     ).save()
     ctx = world.context()
@@ -1010,7 +1010,7 @@ def test_unsubscribe_page_asks_and_one_click_post_stops_the_sequence(world: Worl
         inbox_id="ibx_gmail",
         email="lead@prospects.example",
         created_at=datetime.now(UTC),
-        due_shard="3",
+        due_inbox="ibx_gmail",
         due_at=int(time.time()),
     ).save()
     visitor = world.visitor()
@@ -1022,7 +1022,7 @@ def test_unsubscribe_page_asks_and_one_click_post_stops_the_sequence(world: Worl
     done = visitor.post(url, {"List-Unsubscribe": "One-Click"})  # what a mail client sends (RFC 8058)
     assert done.status == 200 and "You're unsubscribed" in done.text()
     enrollment = world.models.enrollment.get("enr_0a1b2c3d4e5f60718293a4b5")
-    assert enrollment.state == EnrollmentState.UNSUBSCRIBED and enrollment.due_shard is None
+    assert enrollment.state == EnrollmentState.UNSUBSCRIBED and enrollment.due_inbox is None
     unknown = visitor.post(f"{PUBLIC_BASE_URL}/u/enr_unknown", {"List-Unsubscribe": "One-Click"})
     assert (unknown.status, unknown.body) == (done.status, done.body)
     for page in visitor.pages:

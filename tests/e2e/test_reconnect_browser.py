@@ -32,7 +32,7 @@ from local.sandbox import GMAIL_SEND, Sandbox
 from local.stack import REGION, LocalStack
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.config import Settings
-from sendwell.ids import shard_for, step_message_id
+from sendwell.ids import step_message_id
 from sendwell.models import EnrollmentState, Inbox, InboxStatus, LinkState, Models, bind_models
 from sendwell.services import activity, links
 from tests.browser import BrowserTab, ServerLogs
@@ -196,7 +196,7 @@ def test_owner_reconnects_gmail_through_google_and_the_creator_hears_of_it(
         email="priya@northwind.example",
         created_at=datetime.now(UTC) - timedelta(days=5),
         step_index=1,
-        due_shard=shard_for("enr_priya"),
+        due_inbox=inbox.inbox_id,
         due_at=int(time.time()) - 3600,
     ).save()
     reply = EmailMessage()

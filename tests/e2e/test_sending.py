@@ -15,10 +15,11 @@ from sendwell.adapters.aws import SqsAuthFailureReporter, SqsQueue
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.imap import ImapMailbox
 from sendwell.adapters.mailboxes import ProviderMailboxes
-from sendwell.ids import shard_for, step_message_id
+from sendwell.clock import epoch
+from sendwell.ids import step_message_id
 from sendwell.models import EnrollmentState, InboxStatus, new_step, new_window
 from sendwell.ports.messages import AuthFailureReport, SendRequest
-from sendwell.services import activity, sending
+from sendwell.services import activity, schedule, sending
 from sendwell.services.dispatch import dispatch_due_steps
 from sendwell.services.sending import Outcome, RetryLater, SendContext, send_step
 from tests.deployment import Deployment
@@ -98,9 +99,10 @@ class World:
             email=email,
             fields=fields,
             created_at=NOW,
-            due_shard=shard_for(enrollment_id),
+            due_inbox=self.inbox_id,
             due_at=int(due.timestamp()),
         ).save()
+        schedule.wake(self.models, self.inbox_id, at=due)
 
     def polled(self, at: datetime) -> None:
         """The poll function keeps the inbox's replies current; follow-ups wait otherwise."""
@@ -332,7 +334,7 @@ def test_missing_variable_and_header_injection_fail_only_that_enrollment(world: 
     assert send_step(ctx, world.request("enr_fine"), now=NOW + timedelta(minutes=4), redelivered=False) is Outcome.SENT
     missing = world.models.enrollment.get("enr_missing")
     assert missing.state == EnrollmentState.FAILED and "first_name" in (missing.state_reason or "")
-    assert missing.due_shard is None
+    assert missing.due_inbox is None
     injected = world.models.enrollment.get("enr_inject")
     assert injected.state == EnrollmentState.FAILED and "subject" in (injected.state_reason or "")
     assert [len(world.sent_to(a)) for a in ("no.name@client.example", "evil@client.example")] == [0, 0]
@@ -382,7 +384,7 @@ def test_a_changed_password_reports_an_auth_failure_and_keeps_the_step(world: Wo
     assert report.kind == "auth_lost" and report.code.startswith("smtp:535")
     assert TEST_PASSWORD not in message["Body"]
     enrollment = world.models.enrollment.get("enr_auth")
-    assert enrollment.step_index == 0 and enrollment.due_shard is not None  # still pending, nothing lost
+    assert enrollment.step_index == 0 and enrollment.due_inbox is not None  # still pending, nothing lost
     assert world.models.inbox.get(world.inbox_id).send_claim is None  # and unclaimed
 
 
@@ -392,7 +394,7 @@ def test_a_rejected_recipient_bounces_only_that_enrollment(world: World) -> None
     outcome = send_step(world.context(), world.request("enr_gone"), now=NOW, redelivered=False)
     assert outcome is Outcome.RECIPIENT_REJECTED
     enrollment = world.models.enrollment.get("enr_gone")
-    assert enrollment.state == EnrollmentState.BOUNCED and enrollment.due_shard is None
+    assert enrollment.state == EnrollmentState.BOUNCED and enrollment.due_inbox is None
 
 
 def test_the_gap_and_the_daily_cap_hold_at_the_claim(world: World) -> None:
@@ -422,10 +424,12 @@ def test_dispatch_retimes_a_step_outside_the_window_across_the_clock_change(worl
     world.enroll("enr_dst", "dst@client.example", {"first_name": "Di"}, due=saturday_evening)
     queue = SqsQueue(aws.client("sqs"), aws.settings.send_queue_url)
     report = dispatch_due_steps(world.models, queue, now=saturday_evening + timedelta(minutes=1))
-    assert report.enqueued == 0 and report.retimed == 1
-    # Monday 30 March 09:00 in Berlin is CEST (UTC+2) after Sunday's change: 07:00 UTC, never dropped.
-    due = world.models.enrollment.get("enr_dst").due_at
-    assert datetime.fromtimestamp(due, UTC) == datetime(2026, 3, 30, 7, 0, tzinfo=UTC)
+    assert report.enqueued == 0 and report.rescheduled == 1
+    # Monday 30 March 09:00 in Berlin is CEST (UTC+2) after Sunday's change: 07:00 UTC, when dispatch
+    # looks at the inbox again. The step itself is untouched, still due: never dropped.
+    assert world.models.enrollment.get("enr_dst").due_at == epoch(saturday_evening)
+    next_look = world.models.inbox.get(world.inbox_id).next_send_at
+    assert datetime.fromtimestamp(next_look, UTC) == datetime(2026, 3, 30, 7, 0, tzinfo=UTC)
     assert aws.queue_messages("SendQueue") == []
 
 
@@ -442,9 +446,10 @@ def test_dispatch_moves_steps_past_the_daily_cap_to_the_next_local_day(world: Wo
     world.enroll("enr_cap", "cap@client.example", {"first_name": "Cap"})
     queue = SqsQueue(aws.client("sqs"), aws.settings.send_queue_url)
     report = dispatch_due_steps(world.models, queue, now=NOW + timedelta(minutes=10))
-    assert report.enqueued == 0 and report.retimed == 1
-    due = datetime.fromtimestamp(world.models.enrollment.get("enr_cap").due_at, UTC)
-    assert due == datetime(2026, 11, 24, 8, 0, tzinfo=UTC)  # Tuesday 09:00 Berlin (CET)
+    assert report.enqueued == 0 and report.rescheduled == 1
+    next_look = datetime.fromtimestamp(world.models.inbox.get(world.inbox_id).next_send_at, UTC)
+    assert next_look == datetime(2026, 11, 24, 8, 0, tzinfo=UTC)  # Tuesday 09:00 Berlin (CET)
+    assert world.models.enrollment.get("enr_cap").due_at == epoch(NOW)  # the step itself untouched
 
 
 def test_a_message_for_a_disconnected_inbox_is_acknowledged_and_the_step_stays_due(world: World) -> None:
@@ -455,7 +460,7 @@ def test_a_message_for_a_disconnected_inbox_is_acknowledged_and_the_step_stays_d
     assert outcome is Outcome.INBOX_UNAVAILABLE  # not a retry that would walk it to the DLQ
     assert world.sent_to("off@client.example") == []
     enrollment = world.models.enrollment.get("enr_off")
-    assert enrollment.step_index == 0 and enrollment.due_shard is not None
+    assert enrollment.step_index == 0 and enrollment.due_inbox is not None
 
 
 def test_a_suppressed_address_is_never_sent_and_its_slot_is_given_back(world: World) -> None:
@@ -470,6 +475,6 @@ def test_a_suppressed_address_is_never_sent_and_its_slot_is_given_back(world: Wo
     assert send_step(world.context(), world.request("enr_supp"), now=NOW, redelivered=False) is Outcome.SUPPRESSED
     assert world.sent_to("gone@client.example") == []
     enrollment = world.models.enrollment.get("enr_supp")
-    assert enrollment.state == EnrollmentState.SUPPRESSED.value and enrollment.due_shard is None
+    assert enrollment.state == EnrollmentState.SUPPRESSED.value and enrollment.due_inbox is None
     inbox = world.models.inbox.get(world.inbox_id)
     assert inbox.sent_today == 0 and inbox.send_claim is None

@@ -80,7 +80,7 @@ def test_campaign_and_all_or_nothing_prospect_import(admin: Callable[..., tuple[
     assert (status, result["imported"]) == (201, 2)
     enrollments = {e.email: e for e in aws.models.enrollment.scan()}
     assert set(enrollments) == {"ana@client.example", "bo@client.example"}
-    assert all(e.inbox_id == inbox_id and e.due_shard is not None for e in enrollments.values())
+    assert all(e.inbox_id == inbox_id and e.due_inbox is not None for e in enrollments.values())
     # Importing the same people again is refused, line by line.
     status, again = admin("POST", path, raw=good)
     assert status == 422 and {row["line"] for row in again["rows"]} == {2, 3}
@@ -172,7 +172,7 @@ def test_suppression_list_through_the_api_import_and_dispatch(
     assert status == 201, added
     assert (added["email"], added["reason"], added["enrollments_stopped"]) == ("ana@client.example", "manual", 1)
     ana = next(e for e in aws.models.enrollment.scan() if e.email == "ana@client.example")
-    assert ana.state == "suppressed" and ana.due_shard is None
+    assert ana.state == "suppressed" and ana.due_inbox is None
     # Adding it again changes nothing: the first entry stands.
     status, again = admin("POST", "/admin/suppressions", {"email": "ana@client.example", "note": "other"})
     assert status == 200 and again["note"] == "asked by phone"

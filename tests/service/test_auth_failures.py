@@ -38,7 +38,6 @@ from sendwell.classify import (
 )
 from sendwell.clock import epoch
 from sendwell.failures import Failure, FailureKind
-from sendwell.ids import shard_for
 from sendwell.models import EnrollmentState, InboxStatus, LinkState, StepAttribute
 from sendwell.ports.messages import AuthFailureReport
 from sendwell.services import activity, attention, auth_failures, inbox_health, links
@@ -180,7 +179,7 @@ def seed_campaign_with_pending_step(aws: Deployment, inbox_id: str = INBOX) -> N
         fields={"first_name": "Jörg"},
         created_at=T0 - timedelta(days=1),
         step_index=1,
-        due_shard=shard_for("enr_jorg"),
+        due_inbox=inbox_id,
         due_at=epoch(T0 + timedelta(hours=2)),
     ).save()
 
@@ -385,7 +384,7 @@ def test_fifty_concurrent_invalid_grant_reports_disconnect_once_and_notify_once(
     # Pending steps stay pending: the follow-up is still due, at the same time.
     enrollment = aws.models.enrollment.get("enr_jorg")
     assert enrollment.state == EnrollmentState.ACTIVE and enrollment.step_index == 1
-    assert enrollment.due_at == epoch(T0 + timedelta(hours=2)) and enrollment.due_shard is not None
+    assert enrollment.due_at == epoch(T0 + timedelta(hours=2)) and enrollment.due_inbox is not None
     # The campaign shows why it is paused, once, and its log says so.
     assert aws.models.campaign.get("cmp_q4").disconnected_inbox_ids == {INBOX}
     assert aws.models.campaign.get("cmp_other").disconnected_inbox_ids is None

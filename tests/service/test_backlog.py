@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from sendwell.ids import shard_for
 from sendwell.models import BacklogMode, EnrollmentState, InboxStatus, new_step, new_window
 from sendwell.services import backlog
 from sendwell.services.backlog import release_backlog
@@ -57,7 +56,7 @@ def _world(aws: Deployment, late_policy: str) -> None:
             fields={},
             created_at=NOW - timedelta(days=40),
             step_index=step,
-            due_shard=shard_for(enrollment_id),
+            due_inbox="ibx_back",
             due_at=int(due.timestamp()),
         ).save()
 

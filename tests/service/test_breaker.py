@@ -33,7 +33,7 @@ from tests.deployment import deployed, emails_to, forget_sent_emails, sent_email
 from tests.faults import aws_faults
 from tests.memory_providers import MemoryMailboxes
 from tests.service.test_auth_failures import emitted_metrics
-from tests.service.test_fault_harness import ADMIN, Harness
+from tests.service.test_fault_harness import ADMIN, Harness, deliver_queue
 
 # Gmail's answer to a password that no longer works (support.google.com/a/answer/3726730).
 GMAIL_535 = (
@@ -184,6 +184,7 @@ def test_fifty_inboxes_failing_at_once_raise_one_alarm_disconnect_none_and_mail_
     assert sent_to_owners(inboxes) == 0
     # The held inboxes' due steps wait: dispatch enqueues nothing for them.
     world.invoke("DispatchFunction", {}, fail_at=None, kind="")
+    deliver_queue(world, "DispatchQueue", "DispatchWorkerFunction", fail_at=None, kind="")
     queued = world.aws.client("sqs").receive_message(
         QueueUrl=world.aws.stack.refs["SendQueue"], MaxNumberOfMessages=10, AttributeNames=["All"]
     )

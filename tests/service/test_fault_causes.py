@@ -20,11 +20,11 @@ from sendwell.adapters.aws import KmsCipher, SnsPublisher, SqsAuthFailureReporte
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.once import IdempotentRunner
 from sendwell.failures import Failure, FailureKind
-from sendwell.ids import shard_for, step_message_id
+from sendwell.ids import step_message_id
 from sendwell.models import EnrollmentState, Inbox, InboxStatus, new_step, new_window
 from sendwell.ports.mailbox import InboundMessage
 from sendwell.ports.messages import AuthFailureReport, SendRequest
-from sendwell.services import inboxes, links, polling, reconnect
+from sendwell.services import inboxes, links, polling, reconnect, schedule
 from sendwell.services.auth_failures import IncidentContext, Verdict, handle_report
 from sendwell.services.dispatch import dispatch_due_steps
 from sendwell.services.polling import PollContext
@@ -87,9 +87,10 @@ class World:
             email=f"{enrollment_id}@prospect.example",
             created_at=NOW,
             step_index=step,
-            due_shard=shard_for(enrollment_id),
+            due_inbox=inbox.inbox_id,
             due_at=int(due.timestamp()),
         ).save()
+        schedule.wake(self.models, inbox.inbox_id, at=due)
 
     def send_context(self) -> SendContext:
         reporter = SqsAuthFailureReporter(SqsQueue(self.aws.client("sqs"), self.aws.settings.auth_failure_queue_url))
@@ -300,7 +301,7 @@ def test_a_follow_up_waits_while_polling_is_behind(world: World) -> None:
     waiting unread."""
     stale = NOW - timedelta(days=1)
     world.models.inbox.get("ibx_main").update(actions=[world.models.inbox.last_polled_at.set(stale)])
-    world.enroll("enr_follow", step=1)
+    world.enroll("enr_follow", step=1, due=NOW - timedelta(minutes=1))  # the older one: read first
     world.enroll("enr_first", step=0)
     queue = SqsQueue(world.aws.client("sqs"), world.aws.settings.send_queue_url)
     report = dispatch_due_steps(world.models, queue, now=NOW)

@@ -22,6 +22,7 @@ The providers are in memory (``MemoryMailbox``): the faults here are AWS's; the 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import re
 import sys
@@ -40,11 +41,11 @@ import pytest
 from local.stack import LambdaContext, http_event, http_routes
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.failures import Failure, FailureKind
-from sendwell.ids import shard_for, step_message_id
+from sendwell.ids import step_message_id
 from sendwell.models import EnrollmentState, Inbox, InboxStatus, new_step, new_window
 from sendwell.ports.mailbox import InboundMessage
 from sendwell.ports.messages import AuthFailureReport
-from sendwell.services import links
+from sendwell.services import links, schedule
 from tests.deployment import Deployment, deployed, emails_to, forget_sent_emails
 from tests.faults import FAULT_KINDS, AwsFaults, Crash, aws_faults
 from tests.memory_providers import MemoryMailbox, MemoryMailboxes
@@ -88,18 +89,22 @@ class Harness:
     def handler(self, logical_id: str) -> Callable[..., Any]:
         """The real handler, its wired context pointed at the memory providers and the clock."""
         handler = self.aws.handler(logical_id)
-        module = sys.modules[handler.__module__]
-        parts = module.PARTS
+        # The module's own namespace: loading a sibling function from the same folder (the dispatch
+        # scheduler and its worker) drops this module from sys.modules, as a new container would.
+        module = inspect.unwrap(handler).__globals__
+        parts = module["PARTS"]
         context = getattr(parts, "context", None)
         if hasattr(context, "mailboxes") and context.mailboxes is not self.mailboxes:
             context = dataclasses.replace(context, mailboxes=self.mailboxes)
-            module.PARTS = dataclasses.replace(parts, context=context)
+            module["PARTS"] = dataclasses.replace(parts, context=context)
         poll = getattr(context, "poll", None)  # the reconnect worker's catch-up poll
         if poll is not None and poll.mailboxes is not self.mailboxes:
             context = dataclasses.replace(context, poll=dataclasses.replace(poll, mailboxes=self.mailboxes))
-            module.PARTS = dataclasses.replace(parts, context=context)
+            module["PARTS"] = dataclasses.replace(parts, context=context)
+        if "utcnow" in module:
+            module["utcnow"] = lambda: self.now
         # The handler and its sibling modules (the reconnect routes) read the clock.
-        folder = Path(module.__file__ or "").parent
+        folder = Path(module["__file__"] or "").parent
         for sibling in list(sys.modules.values()):
             if Path(getattr(sibling, "__file__", None) or "/").parent == folder and hasattr(sibling, "utcnow"):
                 sibling.utcnow = lambda: self.now
@@ -170,9 +175,10 @@ class Harness:
             email=f"{enrollment_id}@prospect.example",
             created_at=START,
             step_index=step_index,
-            due_shard=shard_for(enrollment_id),
+            due_inbox=inbox.inbox_id,
             due_at=int((due or self.now).timestamp()),
         ).save()
+        schedule.wake(self.aws.models, inbox.inbox_id, at=due or self.now)
         return enrollment_id
 
 
@@ -266,6 +272,7 @@ def send_scenario(harness: Harness, inbox: Inbox) -> Callable[[int | None, str],
         box = harness.mailboxes.boxes[inbox.inbox_id]
         for _ in range(8):
             harness.invoke("DispatchFunction", {}, fail_at=fail_at, kind=kind)
+            deliver_queue(harness, "DispatchQueue", "DispatchWorkerFunction", fail_at=fail_at, kind=kind)
             deliver_send_queue(harness, fail_at=fail_at, kind=kind)
             harness.now += timedelta(minutes=2)
             enrollment = models.enrollment.get(enrollment_id, consistent_read=True)
@@ -619,6 +626,7 @@ def test_a_reconnect_whose_task_was_lost_is_queued_again_by_the_reminders_and_fi
     assert harness.aws.drain(harness.aws.stack.refs["ReconnectQueue"]) == []
     # Nothing goes out of a reconnecting inbox: the prospect's reply is not read yet.
     harness.invoke("DispatchFunction", {}, fail_at=None, kind="")
+    deliver_queue(harness, "DispatchQueue", "DispatchWorkerFunction", fail_at=None, kind="")
     assert harness.aws.drain(harness.aws.stack.refs["SendQueue"]) == []
     assert models.enrollment.get(replied).state == EnrollmentState.ACTIVE
 

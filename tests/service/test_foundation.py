@@ -13,8 +13,8 @@ import pytest
 
 from local.cfn import resources_of_type, table_definition
 from local.stack import http_routes
-from sendwell.ids import shard_for
 from sendwell.models import ALL_MODELS, InboxStatus, StepAttribute, TableNames
+from sendwell.services import schedule
 from tests.deployment import Deployment
 from tests.template import TEMPLATE
 from tests.unit.test_template_tables import _normalise_schema, _template_tables
@@ -116,10 +116,11 @@ def _seed_campaign_with_due_step(aws: Deployment, inbox_id: str) -> str:
         email="prospect@client.example",
         fields={"first_name": "Dana"},
         created_at=now,
-        due_shard=shard_for("enr_sample"),
+        due_inbox=inbox_id,
         due_at=int((now - timedelta(minutes=1)).timestamp()),
     )
     enrollment.save()
+    schedule.wake(aws.models, inbox_id, at=now)
     return enrollment.enrollment_id
 
 
@@ -127,7 +128,8 @@ def test_dispatch_handler_enqueues_a_due_step(aws: Deployment, sample_event: Cal
     _seed_connected_inbox(aws, "ibx_sample")
     _seed_campaign_with_due_step(aws, "ibx_sample")
     result = aws.invoke("DispatchFunction", sample_event("dispatch.json"))
-    assert result["enqueued"] == 1
+    assert result["inboxes"] == 1  # its turn has come: fanned out to a worker
+    assert aws.deliver("DispatchQueue", "DispatchWorkerFunction") == []
     messages = aws.queue_messages("SendQueue")
     assert len(messages) == 1
     body = json.loads(messages[0]["Body"])
@@ -140,11 +142,14 @@ def test_dispatch_skips_a_disconnected_inbox(aws: Deployment, sample_event: Call
     _seed_campaign_with_due_step(aws, "ibx_sample")
     inbox = aws.models.inbox.get("ibx_sample")
     inbox.update(actions=[aws.models.inbox.status.set(InboxStatus.DISCONNECTED.value)])
-    result = aws.invoke("DispatchFunction", sample_event("dispatch.json"))
-    assert result["enqueued"] == 0
+    due_at = aws.models.enrollment.get("enr_sample").due_at
+    assert aws.invoke("DispatchFunction", sample_event("dispatch.json"))["inboxes"] == 1
+    assert aws.deliver("DispatchQueue", "DispatchWorkerFunction") == []
     assert aws.queue_messages("SendQueue") == []
-    # The step is still due: nothing was dropped or re-timed.
-    assert aws.models.enrollment.get("enr_sample").due_at is not None
+    # The step is still due, untouched; the inbox left the send index, so later ticks skip it for free.
+    assert aws.models.enrollment.get("enr_sample").due_at == due_at
+    assert aws.models.inbox.get("ibx_sample").send_shard is None
+    assert aws.invoke("DispatchFunction", sample_event("dispatch.json"))["inboxes"] == 0
 
 
 def test_auth_failure_handler_disconnects_the_inbox_from_the_sample(

@@ -250,7 +250,14 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DispatchSettings(CoreSettings, SendQueueSettings):
+class DispatchWorkSettings:
+    dispatch_queue_url: str
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"dispatch_queue_url": "SENDWELL_DISPATCH_QUEUE_URL"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchSettings(CoreSettings, SendQueueSettings, DispatchWorkSettings):
     pass
 
 
@@ -357,7 +364,12 @@ class AdminSettings(CoreSettings, PublicUrlSettings):
 
 @dataclass(frozen=True, kw_only=True)
 class Settings(
-    ReconnectWorkerSettings, ReconnectSettings, RemindersSettings, SendQueueSettings, SendDeadLetterSettings
+    ReconnectWorkerSettings,
+    ReconnectSettings,
+    RemindersSettings,
+    SendQueueSettings,
+    SendDeadLetterSettings,
+    DispatchWorkSettings,
 ):
     """Every part: the whole deployment, for the local stack, the CLI, tests and benchmarks."""
 

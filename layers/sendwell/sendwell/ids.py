@@ -1,4 +1,4 @@
-"""Keys derived from ids: our Message-ID for a step, and the due-index shard of an enrollment.
+"""Keys derived from ids: our Message-ID for a step, and the step a Message-ID names.
 
 Derived rather than stored, so sending, polling, campaigns and the tests agree without a lookup:
 a reply's In-Reply-To names its enrollment and step, and a retry finds the step in Sent.
@@ -6,14 +6,7 @@ a reply's In-Reply-To names its enrollment and step, and a retry finds the step 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-
-from sendwell.models import DUE_SHARDS
-
-
-def shard_for(enrollment_id: str) -> str:
-    return str(int(hashlib.blake2b(enrollment_id.encode(), digest_size=2).hexdigest(), 16) % DUE_SHARDS)
 
 
 def step_message_id(enrollment_id: str, step_index: int, address: str, attempt: int = 0) -> str:

@@ -6,8 +6,11 @@ settings and hands the bound classes to the services. That keeps ``os.environ`` 
 package and lets tests bind the same models to tables created from ``template.yaml``.
 
 Index design (each GSI write costs a write unit, so every index is sparse or KEYS_ONLY):
-- ``Enrollment.due_index``: only enrollments with a step waiting to be sent carry ``due_shard``;
-  the shard spreads the "due now" query over partitions.
+- ``Enrollment.due_index``: only enrollments with a step waiting to be sent carry ``due_inbox``
+  (their inbox's id), so one query gives an inbox's waiting steps, oldest first.
+- ``Inbox.send_index``: KEYS_ONLY; only inboxes that can send carry ``send_shard``, keyed by
+  ``next_send_at``: dispatch reads the inboxes whose turn has come (``sendwell.services.schedule``),
+  never the steps that wait behind them.
 - ``Enrollment.inbox_index``: KEYS_ONLY, keyed on attributes that never change, so it costs one
   index write per enrollment, ever.
 - ``Inbox.poll_index``: only connected, unpaused inboxes carry ``poll_shard``.
@@ -42,8 +45,8 @@ from pynamodb.models import Model
 
 M = TypeVar("M", bound=Model)
 
-# How many partitions the sparse "due" and "poll" indexes are spread over.
-DUE_SHARDS = 8
+# How many partitions the sparse "send" and "poll" indexes of inboxes are spread over.
+SEND_SHARDS = 8
 POLL_SHARDS = 4
 
 
@@ -115,12 +118,21 @@ class AttentionIndex(GlobalSecondaryIndex["Inbox"]):
     attention_at = NumberAttribute(range_key=True)
 
 
+class SendIndex(GlobalSecondaryIndex["Inbox"]):
+    class Meta:
+        index_name = "send-due"
+        projection = KeysOnlyProjection()
+
+    send_shard = UnicodeAttribute(hash_key=True)
+    next_send_at = NumberAttribute(range_key=True)
+
+
 class DueIndex(GlobalSecondaryIndex["Enrollment"]):
     class Meta:
         index_name = "steps-due"
-        projection = IncludeProjection(["inbox_id", "campaign_id", "step_index"])
+        projection = IncludeProjection(["campaign_id", "step_index"])
 
-    due_shard = UnicodeAttribute(hash_key=True)
+    due_inbox = UnicodeAttribute(hash_key=True)
     due_at = NumberAttribute(range_key=True)
 
 
@@ -236,7 +248,11 @@ class Inbox(Model):
     # claim makes a duplicate delivery lose instead of sending twice. It also enforces the gap/cap.
     send_claim = UnicodeAttribute(null=True)  # "<enrollment id>:<step>"
     send_lease_until = NumberAttribute(null=True)
-    next_send_at = NumberAttribute(null=True)  # epoch seconds: last send + minimum gap
+    # Epoch seconds before which the inbox sends nothing, and at which dispatch looks at it next
+    # (sendwell.services.schedule); on the send index while ``send_shard`` is set.
+    next_send_at = NumberAttribute(null=True)
+    send_shard = UnicodeAttribute(null=True)
+    send_index = SendIndex()
     backlog_mode = UnicodeAttribute(default=BacklogMode.PACED.value)
 
     # Polling (sparse index: only inboxes that should be polled carry poll_shard).
@@ -300,8 +316,8 @@ class Enrollment(Model):
     state = UnicodeAttribute(default=EnrollmentState.ACTIVE.value)
     state_reason = UnicodeAttribute(null=True)
     step_index = NumberAttribute(default=0)  # the next step to send
-    # Sparse due index: present only while a step waits to be sent.
-    due_shard = UnicodeAttribute(null=True)
+    # Sparse due index: the inbox id, present only while a step waits to be sent.
+    due_inbox = UnicodeAttribute(null=True)
     due_at = NumberAttribute(null=True)
     # The reconnect (its inbox's ``reconnected_at``, epoch) whose backlog release gave ``due_at``:
     # a release run again after a fault paces the rest after these slots, not over them.

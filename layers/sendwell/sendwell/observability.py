@@ -35,9 +35,12 @@ REDACTED = "[REDACTED]"
 class Metric(enum.StrEnum):
     # dispatch: every minute
     STEPS_ENQUEUED = "StepsEnqueued"
-    STEPS_RETIMED = "StepsRetimed"
-    DISPATCH_LAG = "DispatchLagSeconds"  # age of the oldest due step a connected inbox has not sent
-    DISCONNECTED_BACKLOG = "DisconnectedBacklogSteps"  # due steps waiting on disconnected inboxes
+    INBOXES_READY = "InboxesReady"  # inboxes whose turn to send had come, fanned out to the workers
+    INBOXES_RESCHEDULED = "InboxesRescheduled"  # moved on to when they can next send (window, cap, due)
+    DISPATCH_LAG = "DispatchLagSeconds"  # how long the inbox waiting longest for its turn has waited
+    # Due steps an inbox holds back when it is disconnected (they wait for the reconnect): counted
+    # once, by the auth-failure handler that disconnects it.
+    DISCONNECTED_BACKLOG = "DisconnectedBacklogSteps"
     FOLLOW_UPS_HELD = "FollowUpsHeldForReplies"  # due follow-ups of inboxes whose replies aren't current
 
     # send: one per queue message

@@ -168,12 +168,16 @@ def _incident_context(aws: _Aws, settings: IncidentSettings, models: Models, onc
 class Dispatch:
     models: Models
     send_queue: SqsQueue
+    work_queue: SqsQueue  # the scheduler's batches of inboxes, for the dispatch workers
 
 
 def dispatch(env: Mapping[str, str]) -> Dispatch:
     settings = load(DispatchSettings, env)
+    sqs = _Aws(settings.region).client("sqs")
     return Dispatch(
-        models=_models(settings), send_queue=SqsQueue(_Aws(settings.region).client("sqs"), settings.send_queue_url)
+        models=_models(settings),
+        send_queue=SqsQueue(sqs, settings.send_queue_url),
+        work_queue=SqsQueue(sqs, settings.dispatch_queue_url),
     )
 
 

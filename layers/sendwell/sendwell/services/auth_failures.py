@@ -104,7 +104,7 @@ def _weigh(
     """None: go on and disconnect. Raises breaker.Settling while the loss is too recent to judge."""
     failed_at = _report_time(report)
     if report.source == "poll" and inbox.last_polled_at is not None and inbox.last_polled_at > failed_at:
-        breaker.release(ctx.models, inbox)  # a later poll signed in: the loss did not last
+        breaker.release(ctx.models, inbox, now=now)  # a later poll signed in: the loss did not last
         return Verdict.IGNORED
     trip = breaker.weigh(ctx.models, settings, inbox, report, failed_at=failed_at, now=now)
     if trip is None:
@@ -184,6 +184,7 @@ def _disconnect(ctx: IncidentContext, inbox: Inbox, report: AuthFailureReport, n
         # not touched: dispatch skips a disconnected inbox, so they wait, due, for the reconnect.
         table.poll_shard.remove(),
         table.next_poll_at.remove(),
+        table.send_shard.remove(),  # off the send index too: the reconnect puts it back
         # A degraded spell ends here: the inbox is now plainly disconnected.
         table.transient_since.remove(),
         table.degraded_notified.set(False),

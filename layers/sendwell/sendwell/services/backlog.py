@@ -151,7 +151,7 @@ def _handle_late(models: Models, campaign: Campaign, enrollment: Enrollment, now
         actions: list[Any] = [
             table.state.set(EnrollmentState.PAUSED.value),
             table.state_reason.set(f"follow-up {index + 1} was {days} days late after the inbox reconnected"),
-            table.due_shard.remove(),
+            table.due_inbox.remove(),
             table.due_at.remove(),
         ]
         outcome = "held"
@@ -168,7 +168,7 @@ def _handle_late(models: Models, campaign: Campaign, enrollment: Enrollment, now
                 table.step_index.set(index),
                 table.state.set(EnrollmentState.FINISHED.value),
                 table.state_reason.set(f"follow-ups skipped: {days} days late after the inbox reconnected"),
-                table.due_shard.remove(),
+                table.due_inbox.remove(),
                 table.due_at.remove(),
             ]
         outcome = "skipped"

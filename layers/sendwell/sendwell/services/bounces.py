@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 from sendwell import writes
 from sendwell.clock import epoch
-from sendwell.ids import StepRef, shard_for
+from sendwell.ids import StepRef
 from sendwell.models import Enrollment, EnrollmentState, Inbox, Models
 from sendwell.ports.platform import EventPublisher, Mailer, Once
-from sendwell.services import activity, notices
+from sendwell.services import activity, notices, schedule
 from sendwell.services.limits import usage_of
 
 MAX_SOFT_BOUNCES = 3  # sends of a sequence a full or suspended mailbox may return before it counts as gone
@@ -120,7 +120,7 @@ def send_back(models: Models, enrollment: Enrollment, bounce: Bounce, *, blocked
                 table.returned_by.set((table.returned_by | []).append([bounce.key])),
                 table.state.set(EnrollmentState.PAUSED.value),
                 table.state_reason.set(f"refused {count} times because of the sending inbox: {bounce.detail()}"[:500]),
-                table.due_shard.remove(),
+                table.due_inbox.remove(),
                 table.due_at.remove(),
             ]
             outcome = Returned.HELD
@@ -134,7 +134,7 @@ def send_back(models: Models, enrollment: Enrollment, bounce: Bounce, *, blocked
                 # Unique among the step's deliveries: one more than every retry of the sequence.
                 table.step_attempt.set(retries),
                 table.state.set(EnrollmentState.ACTIVE.value),
-                table.due_shard.set(shard_for(enrollment.enrollment_id)),
+                table.due_inbox.set(enrollment.inbox_id),
                 table.due_at.set(epoch(bounce.at + wait)),
             ]
             outcome = Returned.RESENT_LATER
@@ -148,6 +148,8 @@ def send_back(models: Models, enrollment: Enrollment, bounce: Bounce, *, blocked
             & ~table.returned_by.contains(bounce.key)
         )
         if writes.update(enrollment, actions=actions, condition=unchanged):
+            if outcome is Returned.RESENT_LATER:
+                schedule.wake(models, enrollment.inbox_id, at=bounce.at + wait)
             return outcome
         enrollment = models.enrollment.get(enrollment.enrollment_id, consistent_read=True)
     raise writes.WriteNotDone(f"{enrollment.enrollment_id} kept changing while a bounce was recorded")

@@ -29,6 +29,7 @@ from pynamodb.exceptions import DoesNotExist
 from sendwell import writes
 from sendwell.models import Activity, Inbox, InboxStatus, Models
 from sendwell.ports.messages import AuthFailureReport
+from sendwell.services import schedule
 
 
 class Hold(enum.StrEnum):
@@ -105,7 +106,7 @@ def weigh(
     return _record_trip(models, settings, inbox.provider, len(lost), connected, codes, now)
 
 
-def release(models: Models, inbox: Inbox) -> None:
+def release(models: Models, inbox: Inbox, *, now: datetime) -> None:
     """End a hold (the failure was superseded); the inbox sends again."""
     table = models.inbox
     writes.update(
@@ -113,6 +114,7 @@ def release(models: Models, inbox: Inbox) -> None:
         actions=[table.held_since.remove(), table.held_reason.remove()],
         condition=table.held_since.exists(),
     )
+    schedule.wake(models, inbox.inbox_id, at=now)  # dispatch took it off the send index while held
 
 
 def _details(item: Activity) -> dict[str, Any]:

@@ -6,19 +6,18 @@ import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
 from sendwell.clock import epoch
-from sendwell.ids import shard_for
 from sendwell.mime import has_control_chars
 from sendwell.models import Campaign, Enrollment, EnrollmentState, Models, new_step, new_window
 from sendwell.pacing import SendingWindow
 from sendwell.prospects import Prospect, ProspectImportError, RowError, parse_prospects_csv
 from sendwell.render import RenderError, required_variables
-from sendwell.services import activity, enrollment_states, suppression
+from sendwell.services import activity, enrollment_states, schedule, suppression
 
 MAX_STEPS = 20
 ALWAYS_AVAILABLE = {"email"}  # variables every enrollment has, whatever the CSV
@@ -187,9 +186,14 @@ def import_prospects(models: Models, campaign_id: str, data: bytes | str, *, now
     kept = [(p, i) for p, i in zip(prospects, ids, strict=True) if p.email.lower() not in blocked]
     skipped = len(prospects) - len(kept)
     prospects, ids = [p for p, _ in kept], [i for _, i in kept]
+    first_due: dict[str, datetime] = {}
     with models.enrollment.batch_write() as batch:
         for index, (prospect, enrollment_id) in enumerate(zip(prospects, ids, strict=True)):
-            batch.save(_enrollment(models, campaign, prospect, enrollment_id, index, now))
+            enrollment = _enrollment(models, campaign, prospect, enrollment_id, index, now)
+            batch.save(enrollment)
+            first_due.setdefault(enrollment.inbox_id, now + timedelta(seconds=int(campaign.steps[0].delay_seconds)))
+    for inbox_id, due in first_due.items():  # one write per inbox, however many prospects it got
+        schedule.wake(models, inbox_id, at=due)
     activity.record(
         models,
         now=now,
@@ -216,7 +220,7 @@ def _enrollment(
         created_at=now,
         state=EnrollmentState.ACTIVE.value,
         step_index=0,
-        due_shard=shard_for(enrollment_id),
+        due_inbox=inbox_id,
         due_at=epoch(now) + int(first.delay_seconds),
     )
 

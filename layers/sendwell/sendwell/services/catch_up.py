@@ -9,7 +9,8 @@ The inbox is ``reconnecting`` then (dispatch sends nothing from it) and names th
 2. the backlog is released as the link says (paced, immediate or held); it is held when the
    catch-up could not run;
 3. the inbox moves to ``connected``, back on the poll index, with what 1 and 2 did
-   (``reconnect_outcome``), in one conditional write;
+   (``reconnect_outcome``), in one conditional write; then back on the send index, from its
+   backlog's first slot (unless the backlog is held);
 4. the campaigns' flags, the activity log and the notices (each once);
 5. ``reconnect_link`` is cleared: the reconnect is done.
 
@@ -30,6 +31,7 @@ from sendwell import writes
 from sendwell.models import BacklogMode, Inbox, InboxStatus, Models, ReconnectLink
 from sendwell.ports.messages import ReconnectTask
 from sendwell.ports.platform import EventPublisher, Mailer, Once
+from sendwell.services import schedule
 from sendwell.services.backlog import BacklogRelease, release_backlog
 from sendwell.services.lookups import campaigns_on
 from sendwell.services.polling import PollContext, poll_inbox, polling_scheduled
@@ -74,6 +76,8 @@ def finish_reconnect(ctx: CatchUpContext, task: ReconnectTask, *, now: datetime)
     else:
         _finish(models, inbox, task)
         return None
+    if not outcome.backlog.held:
+        schedule.wake(models, inbox.inbox_id, at=outcome.backlog.first_slot or now)
     campaigns = campaigns_on(models, inbox.inbox_id)
     for campaign in campaigns:
         if campaign.disconnected_inbox_ids and inbox.inbox_id in campaign.disconnected_inbox_ids:

@@ -1,128 +1,207 @@
-"""Dispatch: find due steps and hand each one, once, to the send queue.
+"""Dispatch: for each inbox whose turn has come, hand its next step, once, to the send queue.
 
-Runs every minute. For every inbox with due steps it enqueues at most the one step the inbox may
-send now (the minimum gap between sends is at least a minute in practice), and re-times steps
-that cannot go now (window closed, daily cap reached) to the instant they can: never dropped.
-Disconnected, reconnecting and paused inboxes are skipped without touching their steps, so the
-reconnect can re-time the whole backlog at once.
+Dispatch schedules inboxes, not steps (see ``sendwell.services.schedule``). Every minute the
+scheduler lists the inboxes on the send index whose ``next_send_at`` has come and fans them out in
+batches to dispatch workers, which run concurrently. For each inbox a worker reads its oldest due
+steps from the per-inbox due index and either enqueues the one it may send now (the send claim
+then moves the inbox on by its gap) or moves the inbox's ``next_send_at`` to when it can send:
+its window opens, its cap resets, its next step becomes due. The waiting steps are never
+rewritten, so a backlog of any size costs one decision per send, not a write per step per tick.
 
-The queue is SQS FIFO: group = inbox (one send at a time per inbox), deduplication id =
-enrollment + step, so overlapping ticks put each step on the queue once. The send function's
-claim is the second guard, for ticks more than the FIFO deduplication window apart.
+Disconnected, reconnecting, paused and held inboxes leave the send index and are woken by the
+reconnect, the resume or the end of the hold; their steps stay untouched, and the backlog release
+after a reconnect decides when they go.
+
+The send queue is SQS FIFO: group = inbox (one send at a time per inbox), deduplication id =
+enrollment + step, so an inbox offered by two ticks before its send ran puts the step on the
+queue once. The send function's claim is the second guard.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from pynamodb.exceptions import DoesNotExist
-
-from sendwell import writes
+from sendwell.batches import batched
 from sendwell.clock import epoch
-from sendwell.models import DUE_SHARDS, Enrollment, Inbox, InboxStatus, Models
+from sendwell.models import Campaign, Inbox, InboxStatus, Models
 from sendwell.pacing import SendingWindow, next_send_time
 from sendwell.ports.messages import QueuedMessage, SendRequest
 from sendwell.ports.platform import MessageQueue
+from sendwell.services import schedule
 from sendwell.services.inbox_health import replies_are_current
 from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
 from sendwell.services.lookups import find_campaign
 from sendwell.services.polling import POLL_INTERVAL
 
+# Due steps read per inbox: enough to pass follow-ups held for replies and steps of campaigns whose
+# window is shut, to reach one that may go. The rest wait their turn in the index, untouched.
+STEP_LOOKAHEAD = 25
+# An inbox with nothing waiting is looked at again this late; anything due sooner wakes it.
+IDLE_RECHECK = timedelta(days=1)
+# Follow-ups wait for polling to catch up; dispatch looks again after one poll interval.
+REPLIES_RECHECK = POLL_INTERVAL
+# Inboxes one worker message carries: a batch read (100 keys) and well inside the worker's timeout.
+BATCH_SIZE = 100
+SQS_BATCH = 10  # sends are put on the queue as they are decided, ten at a time (SQS's batch limit)
+
 
 @dataclass
 class DispatchReport:
-    due: int = 0
+    inboxes: int = 0  # inboxes looked at
     enqueued: int = 0
-    retimed: int = 0
-    waiting: int = 0  # due, but the inbox's gap or an earlier step comes first
+    rescheduled: int = 0  # inboxes moved on to when they can next send
     skipped_inboxes: dict[str, str] = field(default_factory=dict)  # inbox id -> why
-    # For ops: the oldest due step an inbox that may send has not sent (dispatch lag), and the due
-    # steps held by disconnected or reconnecting inboxes (they wait for the reconnect, by design).
-    oldest_due_at: int | None = None
-    disconnected_backlog: int = 0
     # Follow-ups held because the inbox's replies are not known to be current (polling is behind).
     held_for_replies: int = 0
+    unfinished: int = 0  # inboxes left for the next tick: the worker ran out of time
 
-    def lag_seconds(self, now: datetime) -> int:
-        return 0 if self.oldest_due_at is None else max(0, epoch(now) - self.oldest_due_at)
-
-    def note_still_due(self, step: Enrollment) -> None:
-        due = int(step.due_at or 0)
-        self.oldest_due_at = due if self.oldest_due_at is None else min(self.oldest_due_at, due)
-
-
-def _due_steps(models: Models, now: datetime, per_shard: int) -> Iterator[Enrollment]:
-    for shard in range(DUE_SHARDS):
-        yield from models.enrollment.due_index.query(
-            str(shard), models.enrollment.due_at <= epoch(now), limit=per_shard
-        )
+    def merge(self, other: DispatchReport) -> None:
+        self.inboxes += other.inboxes
+        self.enqueued += other.enqueued
+        self.rescheduled += other.rescheduled
+        self.skipped_inboxes.update(other.skipped_inboxes)
+        self.held_for_replies += other.held_for_replies
+        self.unfinished += other.unfinished
 
 
-def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime, per_shard: int = 1000) -> DispatchReport:
+def dispatch_lag_seconds(models: Models, *, now: datetime) -> int:
+    """How long the inbox waiting longest for its turn has waited: 0 when every turn was taken.
+
+    Read from the head of the send index, so it counts inboxes that no tick reached, and an
+    inbox whose step was enqueued but not yet sent (the send claim moves it on).
+    """
+    oldest = schedule.oldest_ready_at(models, now=now)
+    return 0 if oldest is None else max(0, epoch(now) - oldest)
+
+
+def fan_out(models: Models, work: MessageQueue, *, now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """The scheduler: put every inbox whose turn has come on the work queue, in batches, as the
+    index is read. How many inboxes. An inbox offered twice (its batch not yet run when the next
+    tick comes) is harmless: its step is deduplicated by the send queue and claimed once."""
+    count = 0
+    pending: list[QueuedMessage] = []
+    for ids in batched(schedule.ready_inbox_ids(models, now=now), batch_size):
+        pending.append(QueuedMessage(body=",".join(ids)))
+        count += len(ids)
+        if len(pending) == SQS_BATCH:
+            work.send_batch(pending)
+            pending = []
+    work.send_batch(pending)
+    return count
+
+
+def inbox_ids_of(body: str) -> list[str]:
+    return [inbox_id for inbox_id in body.split(",") if inbox_id]
+
+
+def dispatch_inboxes(
+    models: Models,
+    queue: MessageQueue,
+    inbox_ids: Iterable[str],
+    *,
+    now: datetime,
+    time_left: Callable[[], float] | None = None,
+    chunk: int = BATCH_SIZE,
+) -> DispatchReport:
+    """The worker: decide each inbox's next send. Sends go on the queue as they are decided. The
+    inboxes are read ``chunk`` at a time; once ``time_left()`` (seconds) runs short, the chunks not
+    started stay ready for the next tick (the first is always done: every run makes progress)."""
     report = DispatchReport()
-    by_inbox: dict[str, list[Enrollment]] = defaultdict(list)
-    for step in _due_steps(models, now, per_shard):
-        by_inbox[step.inbox_id].append(step)
-        report.due += 1
-
-    windows: dict[str, SendingWindow | None] = {}  # per campaign, read and parsed once per tick
     outgoing: list[QueuedMessage] = []
-    for inbox_id, steps in by_inbox.items():
-        inbox = _inbox(models, inbox_id)
-        why_not = _why_inbox_cannot_send(inbox, now)
-        if why_not:
-            report.skipped_inboxes[inbox_id] = why_not
-            if inbox is not None and inbox.status in (InboxStatus.DISCONNECTED, InboxStatus.RECONNECTING):
-                report.disconnected_backlog += len(steps)
-            continue
-        assert inbox is not None
-        usage = usage_of(inbox, now)
-        limits = limits_of(inbox)
-        replies_current = replies_are_current(inbox, now=now, poll_interval=POLL_INTERVAL)
-        chosen = False
-        for step in sorted(steps, key=lambda s: (s.due_at or 0, s.enrollment_id)):
-            if step.campaign_id not in windows:
-                campaign = find_campaign(models, step.campaign_id)
-                windows[step.campaign_id] = campaign_window(campaign) if campaign else None
-            window = windows[step.campaign_id]
-            if window is None:
-                continue
-            if int(step.step_index) > 0 and not replies_current:
-                report.held_for_replies += 1
-                report.note_still_due(step)
-                continue
-            jitter = jitter_for(f"{step.enrollment_id}:{step.step_index}")
-            slot = next_send_time(now, window=window, limits=limits, usage=usage, jitter=jitter)
-            if slot <= now and not chosen:
-                request = SendRequest(
-                    enrollment_id=step.enrollment_id,
-                    step_index=int(step.step_index),
-                    inbox_id=inbox_id,
-                    local_day=usage.day.isoformat(),
-                    min_gap_seconds=int(limits.gap(jitter).total_seconds()),
-                    campaign_id=step.campaign_id,
-                    inbox_address=inbox.address,
-                    timezone=limits.tz,
-                )
+    campaigns: dict[str, Campaign | None] = {}
+    ids = list(dict.fromkeys(inbox_ids))
+    for position, some in enumerate(batched(ids, chunk)):
+        if position and time_left is not None and time_left() < 5:
+            report.unfinished += len(ids) - position * chunk
+            break
+        for inbox in models.inbox.batch_get(list(some)):
+            report.inboxes += 1
+            request = _dispatch_inbox(models, inbox, campaigns, report, now)
+            if request is not None:
                 outgoing.append(request.to_message())
-                chosen = True
-                report.note_still_due(step)
-            elif slot > now and _retime(models, step, slot):
-                report.retimed += 1
-            else:
-                report.waiting += 1
-                report.note_still_due(step)
-    queue.send_batch(outgoing)
-    report.enqueued = len(outgoing)
+                if len(outgoing) == SQS_BATCH:
+                    _enqueue(queue, outgoing, report)
+                    outgoing = []
+    _enqueue(queue, outgoing, report)
     return report
 
 
-def _why_inbox_cannot_send(inbox: Inbox | None, now: datetime) -> str | None:
-    if inbox is None:
-        return "inbox deleted"
+def dispatch_due_steps(models: Models, queue: MessageQueue, *, now: datetime) -> DispatchReport:
+    """One tick in one process: every inbox whose turn has come (tests, the local demo, benches)."""
+    return dispatch_inboxes(models, queue, schedule.ready_inbox_ids(models, now=now), now=now)
+
+
+def _enqueue(queue: MessageQueue, messages: Sequence[QueuedMessage], report: DispatchReport) -> None:
+    queue.send_batch(messages)
+    report.enqueued += len(messages)
+
+
+def _dispatch_inbox(
+    models: Models, inbox: Inbox, campaigns: dict[str, Campaign | None], report: DispatchReport, now: datetime
+) -> SendRequest | None:
+    why_not = _why_inbox_cannot_send(inbox, now)
+    if why_not:
+        report.skipped_inboxes[inbox.inbox_id] = why_not
+        if inbox.rate_limited_until is not None and inbox.rate_limited_until > now:
+            schedule.park(models, inbox, until=inbox.rate_limited_until)
+        else:
+            schedule.leave(models, inbox)  # its reconnect, resume or the end of its hold wakes it
+        return None
+    due = models.enrollment.due_index
+    steps = list(due.query(inbox.inbox_id, models.enrollment.due_at <= epoch(now), limit=STEP_LOOKAHEAD))
+    if not steps:
+        later = next(iter(due.query(inbox.inbox_id, limit=1)), None)
+        until = datetime.fromtimestamp(int(later.due_at), now.tzinfo) if later and later.due_at else now + IDLE_RECHECK
+        _reschedule(models, inbox, until, report)
+        return None
+    usage, limits = usage_of(inbox, now), limits_of(inbox)
+    replies_current = replies_are_current(inbox, now=now, poll_interval=POLL_INTERVAL)
+    soonest: datetime | None = None
+    for step in steps:
+        window = _window(models, campaigns, step.campaign_id)
+        if int(step.step_index) > 0 and not replies_current:
+            report.held_for_replies += 1
+            soonest = _earlier(soonest, now + REPLIES_RECHECK)
+            continue
+        jitter = jitter_for(f"{step.enrollment_id}:{step.step_index}")
+        # A step whose campaign is gone goes to the send function, which stops it (nothing is sent).
+        slot = now if window is None else next_send_time(now, window=window, limits=limits, usage=usage, jitter=jitter)
+        if slot <= now:
+            return SendRequest(
+                enrollment_id=step.enrollment_id,
+                step_index=int(step.step_index),
+                inbox_id=inbox.inbox_id,
+                local_day=usage.day.isoformat(),
+                min_gap_seconds=int(limits.gap(jitter).total_seconds()),
+                campaign_id=step.campaign_id,
+                inbox_address=inbox.address,
+                timezone=limits.tz,
+            )
+        soonest = _earlier(soonest, slot)
+    _reschedule(models, inbox, soonest or now + REPLIES_RECHECK, report)
+    return None
+
+
+def _reschedule(models: Models, inbox: Inbox, until: datetime, report: DispatchReport) -> None:
+    # False: a send or a wake moved it meanwhile, and theirs stands.
+    if schedule.park(models, inbox, until=until):
+        report.rescheduled += 1
+
+
+def _window(models: Models, campaigns: dict[str, Campaign | None], campaign_id: str) -> SendingWindow | None:
+    if campaign_id not in campaigns:  # read once per worker run: campaigns change rarely
+        campaigns[campaign_id] = find_campaign(models, campaign_id)
+    campaign = campaigns[campaign_id]
+    return campaign_window(campaign) if campaign else None
+
+
+def _earlier(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None else min(current, candidate)
+
+
+def _why_inbox_cannot_send(inbox: Inbox, now: datetime) -> str | None:
     if inbox.status != InboxStatus.CONNECTED:
         return f"inbox {inbox.status}"
     if inbox.paused:
@@ -132,22 +211,3 @@ def _why_inbox_cannot_send(inbox: Inbox | None, now: datetime) -> str | None:
     if inbox.rate_limited_until and inbox.rate_limited_until > now:
         return "provider sending limit"
     return None
-
-
-def _inbox(models: Models, inbox_id: str) -> Inbox | None:
-    try:
-        return models.inbox.get(inbox_id)
-    except DoesNotExist:
-        return None
-
-
-def _retime(models: Models, step: Enrollment, slot: datetime) -> bool:
-    """Move a due step to the instant it may go, unless something else changed it meanwhile."""
-    if slot.timestamp() - (step.due_at or 0) < 60:
-        return False  # it becomes sendable within a tick anyway: leave it, save the write
-    # False: the send function or a reply got there first.
-    return writes.update(
-        step,
-        actions=[models.enrollment.due_at.set(epoch(slot))],
-        condition=(models.enrollment.due_at == step.due_at) & (models.enrollment.step_index == step.step_index),
-    )

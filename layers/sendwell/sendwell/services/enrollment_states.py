@@ -24,7 +24,7 @@ def stop(models: Models, enrollment: Enrollment, state: EnrollmentState, reason:
     actions = [
         table.state.set(state.value),
         table.state_reason.set(reason[:500]),
-        table.due_shard.remove(),
+        table.due_inbox.remove(),
         table.due_at.remove(),
     ]
     if writes.update(enrollment, actions=actions, condition=table.state.is_in(*(s.value for s in STOPPABLE))):

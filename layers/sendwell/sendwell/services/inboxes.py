@@ -14,7 +14,7 @@ from pynamodb.exceptions import DoesNotExist
 from sendwell import writes
 from sendwell.failures import Provider
 from sendwell.models import Inbox, InboxStatus, Models
-from sendwell.services import activity
+from sendwell.services import activity, schedule
 
 _ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
@@ -158,6 +158,8 @@ def set_paused(models: Models, inbox_id: str, *, paused: bool, now: datetime, ac
         inbox = models.inbox.get(inbox_id, consistent_read=True)
         if inbox.paused != paused:
             raise InboxConflict("the inbox changed while pausing; try again")
+    if not paused:
+        schedule.wake(models, inbox_id, at=now)  # dispatch took it off the send index while paused
     verb = "paused" if paused else "resumed"
     activity.record(models, now=now, kind=f"inbox.{verb}", message=f"Sending {verb} by {actor}", inbox_id=inbox_id)
     return inbox

@@ -28,7 +28,7 @@ from sendwell.models import POLL_SHARDS, Enrollment, EnrollmentState, Inbox, Inb
 from sendwell.ports.mailbox import InboundMessage, Mailboxes
 from sendwell.ports.messages import AuthFailureReport
 from sendwell.ports.platform import AuthFailureReporter, EventPublisher, Mailer, Once
-from sendwell.services import activity, bounces, enrollment_states, suppression
+from sendwell.services import activity, bounces, enrollment_states, schedule, suppression
 from sendwell.services.bounces import Bounce, Returned
 from sendwell.services.campaigns import enrollment_id_for, stop_address
 from sendwell.services.inbox_health import degraded_watch
@@ -166,6 +166,12 @@ def _save_cursor(
         actions += [table.held_since.remove(), table.held_reason.remove()]
     if inbox.status == InboxStatus.CONNECTED:  # paused too: its replies still stop sequences
         actions.append(table.next_poll_at.set(epoch(now + ctx.interval) + secrets.randbelow(30)))
+        if not inbox.paused and inbox.send_shard is None:
+            # Back on the send index (a hold just ended, or a wake was lost to a fault): a working
+            # inbox that can send is never left off it for longer than a poll interval.
+            actions.append(table.send_shard.set(schedule.send_shard(inbox.inbox_id)))
+            if inbox.next_send_at is None:
+                actions.append(table.next_send_at.set(epoch(now)))
     condition = table.poll_cursor.does_not_exist() if cursor_before is None else table.poll_cursor == cursor_before
     # False: a concurrent poll saved a newer cursor; ours would move it backwards.
     writes.update(inbox, actions=actions, condition=condition)

@@ -312,7 +312,8 @@ def _claim_inbox_slot(
 
 
 def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, now: datetime, healthy: bool = True) -> None:
-    """Give the slot back; a refund also un-counts it and frees the gap (nothing was sent).
+    """Give the slot back; a refund also un-counts it and frees the gap (nothing was sent), which
+    also has dispatch look at the inbox again at its next tick.
 
     ``healthy`` says the provider answered: it ends a spell of transient failures (the spell's
     start, ``transient_since``, is what raises a "degraded" notice after a day).
@@ -320,7 +321,7 @@ def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, now: dat
     table = models.inbox
     actions: list[Any] = [table.send_claim.remove(), table.send_lease_until.remove()]
     if refund:
-        actions += [table.sent_today.add(-1), table.next_send_at.remove()]
+        actions += [table.sent_today.add(-1), table.next_send_at.set(epoch(now))]
     if healthy and inbox.transient_since is not None:
         actions += [table.transient_since.remove(), table.degraded_notified.set(False)]
     elif not healthy and inbox.transient_since is None:
@@ -425,7 +426,7 @@ def _record_sent(
     else:
         actions += [
             table.state.set(EnrollmentState.FINISHED.value),
-            table.due_shard.remove(),
+            table.due_inbox.remove(),
             table.due_at.remove(),
         ]
     # False: already advanced by the attempt that recorded it first.
