@@ -1,15 +1,12 @@
-"""How long the reconnect pages take on the server, and what the reconnect function costs at cold start.
+"""How long the reconnect pages take on the server, warm and in process.
 
-1. Server time, warm and in process: the real handler on in-process moto, the provider sandbox over
-   HTTPS. ``GET /connect`` (the landing page: session, link and inbox reads, one render) and
-   ``GET /oauth/callback/google`` (state check, code exchange, ID-token check, Gmail profile, the
-   encrypted save, the catch-up poll, backlog release, notices). Only the handler call is timed;
-   the person's clicks at the provider are not.
-2. Cold start: the time to import the reconnect function's module in a fresh interpreter, against a
-   bare handler that imports only boto3 (and makes one client), measured alternately in the same run.
-   The ratio is the figure to read; absolute times depend on the machine.
+The real handler on in-process moto, the provider sandbox over HTTPS. ``GET /connect`` (the landing
+page: session, link and inbox reads, one render) and ``GET /oauth/callback/google`` (state check,
+code exchange, ID-token check, Gmail profile, the encrypted save, the catch-up poll, backlog
+release, notices). Only the handler call is timed; the person's clicks at the provider are not.
+The reconnect function's cold start, with every other function's: bench/bench_cold_start.py.
 
-    python bench/bench_reconnect.py [--pages 200] [--callbacks 40] [--imports 7]
+    python bench/bench_reconnect.py [--pages 200] [--callbacks 40]
 """
 
 from __future__ import annotations
@@ -18,10 +15,7 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 import uuid
 import warnings
@@ -61,15 +55,6 @@ CLIENT_ID = "1234567890-bench.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-bench-secret"
 ADDRESS = "alice@acme-outreach.com"
 INBOX = "ibx_bench"
-BARE_HANDLER = """\
-import boto3
-
-CLIENT = boto3.client("dynamodb", region_name="us-east-1")
-
-
-def handler(event, context):
-    return {"statusCode": 200, "body": "ok"}
-"""
 
 
 class Browserless:
@@ -220,62 +205,10 @@ def server_times(pages: int, callbacks: int) -> dict[str, list[float]]:
         return {"landing page (GET /connect)": landing, "OAuth callback (GET /oauth/callback/google)": callback_times}
 
 
-def import_seconds(module_dir: Path, module: str, env: dict[str, str]) -> float:
-    """Import ``module`` in a fresh interpreter; the import alone is timed, inside that process."""
-    code = textwrap.dedent(
-        f"""
-        import sys, time
-        sys.path[:0] = [{str(module_dir)!r}, {str(ROOT / "layers" / "sendwell")!r}]
-        started = time.perf_counter()
-        import {module}
-        print(time.perf_counter() - started)
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"importing {module} failed:\n{done.stderr[-2000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
-
-
-def cold_starts(repeats: int) -> dict[str, list[float]]:
-    template = load_template()
-    resources = template["Resources"]
-    names = {logical_id: f"bench-{logical_id}" for logical_id in resources}
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SENDWELL_")},
-        "SENDWELL_PUBLIC_BASE_URL": BASE_URL,
-        "SENDWELL_SENDER_ADDRESS": "notices@agency.example",
-        "SENDWELL_INBOXES_TABLE": names["InboxesTable"],
-        "SENDWELL_CAMPAIGNS_TABLE": names["CampaignsTable"],
-        "SENDWELL_ENROLLMENTS_TABLE": names["EnrollmentsTable"],
-        "SENDWELL_LINKS_TABLE": names["LinksTable"],
-        "SENDWELL_SESSIONS_TABLE": names["SessionsTable"],
-        "SENDWELL_ACTIVITY_TABLE": names["ActivityTable"],
-        "SENDWELL_SUPPRESSIONS_TABLE": names["SuppressionsTable"],
-        "SENDWELL_IDEMPOTENCY_TABLE": names["IdempotencyTable"],
-        "SENDWELL_SEND_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/send.fifo",
-        "SENDWELL_AUTH_FAILURE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/auth",
-        "SENDWELL_RECONNECT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/reconnect",
-        "SENDWELL_INBOX_EVENTS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:inbox-events",
-        "SENDWELL_CREDENTIALS_KEY_ID": "alias/bench",
-        "SENDWELL_GOOGLE_CLIENT_ID": CLIENT_ID,
-        "SENDWELL_MICROSOFT_CLIENT_ID": "7d1f3b20-55c4-4f0e-8a3b-2c9e6d4f1a77",
-    }
-    reconnect_dir = ROOT / "functions" / "reconnect_api"
-    times: dict[str, list[float]] = {"bare handler (boto3 only)": [], "reconnect function": []}
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, "bare_app.py").write_text(BARE_HANDLER)
-        for _ in range(repeats):  # alternate, so drift in the machine's speed hits both alike
-            times["bare handler (boto3 only)"].append(import_seconds(Path(folder), "bare_app", env))
-            times["reconnect function"].append(import_seconds(reconnect_dir, "reconnect_api_app", env))
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--callbacks", type=int, default=40)
-    parser.add_argument("--imports", type=int, default=7)
     arguments = parser.parse_args()
     # The landing page records no metric of its own, and Powertools says so on every request.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -284,13 +217,6 @@ def main() -> None:
     for name, seconds in server_times(arguments.pages, arguments.callbacks).items():
         p50, p99 = percentiles(seconds)
         print(f"  {name:<46} n={len(seconds):<4} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
-
-    print("cold start: module import in a fresh interpreter (median)")
-    imports = cold_starts(arguments.imports)
-    bare = statistics.median(imports["bare handler (boto3 only)"])
-    for name, seconds in imports.items():
-        median = statistics.median(seconds)
-        print(f"  {name:<46} {median * 1000:7.1f} ms   {median / bare:4.1f}x the bare handler")
 
 
 if __name__ == "__main__":

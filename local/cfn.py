@@ -161,6 +161,16 @@ class Stack:
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
+def placeholder_stack(
+    template: Mapping[str, Any], *, prefix: str, parameters: Mapping[str, str] | None = None
+) -> Stack:
+    """A stack nothing was created for: each resource's Ref is a made-up name. Enough for the
+    environment of a function that calls nothing, as when only its handler module is imported."""
+    values = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    refs = {logical_id: f"{prefix}-{logical_id}" for logical_id in template["Resources"]}
+    return Stack(prefix=prefix, parameters=values | dict(parameters or {}), refs=refs)
+
+
 def create_resources(
     template: Mapping[str, Any], session: Any, *, prefix: str, parameters: Mapping[str, str] | None = None
 ) -> Stack:

@@ -8,14 +8,15 @@ can raise has its page, status and metric here.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-import jinja2
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.metrics import MetricUnit
@@ -29,19 +30,29 @@ from sendwell.observability import Metric
 from sendwell.ports.signin import AuthorizationFailed, ConsentDeclined, LoginFailed, LoginPart, LoginStage, PartFailure
 from sendwell.services import links, notices, owner_links, reconnect
 
+if TYPE_CHECKING:
+    import jinja2
+
 MAX_FORM_BYTES = 16 * 1024
 _NO_REASON = "The provider stopped accepting sendwell's access to this inbox"
 BUTTON_LABELS = {Provider.GMAIL.value: "Continue with Google", Provider.OUTLOOK.value: "Sign in with Microsoft"}
 
-_ENVIRONMENT = jinja2.Environment(
-    loader=jinja2.PackageLoader("sendwell", "templates/pages"),
-    autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_STYLE = Markup(_ENVIRONMENT.loader.get_source(_ENVIRONMENT, "style.css")[0] if _ENVIRONMENT.loader else "")  # noqa: S704 - our own file
+_STYLE = Markup(resources.files("sendwell").joinpath("templates/pages/style.css").read_text(encoding="utf-8"))  # noqa: S704 - our own file
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """Built at the first page, not at cold start: the health check and the redirects render none."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("sendwell", "templates/pages"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +153,8 @@ class Pages:
         self.owner_cookie_name = "__Host-sendwell-owner" if self._secure_cookie else "sendwell-owner"
 
     def page(self, status: int, template: str, *, cookies: list[Cookie] | None = None, **values: Any) -> Response[str]:
-        body = _ENVIRONMENT.get_template(f"{template}.html").render(
-            workspace=self._workspace, style=_STYLE, base=self.base_path, **values
-        )
+        page = _environment().get_template(f"{template}.html")
+        body = page.render(workspace=self._workspace, style=_STYLE, base=self.base_path, **values)
         return Response(
             status_code=status,
             content_type="text/html; charset=utf-8",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,8 +31,6 @@ from email.parser import HeaderParser
 from email.utils import parseaddr
 from html.parser import HTMLParser
 from typing import Any
-
-import flufl.bounce as flufl_bounce
 
 from sendwell import bounce_reasons
 
@@ -126,20 +125,54 @@ class _RecipientStatus:
     remote_mta: str = ""  # the host that answered, where the report names it
 
 
+class _Pattern:
+    """A regular expression compiled at its first use, not at import.
+
+    Every function imports this module (the services name ``InboundKind``), and only the pollers
+    read mail: compiled at import, these patterns cost every cold start some 30 ms."""
+
+    __slots__ = ("_compiled", "_flags", "_source")
+
+    def __init__(self, source: str, flags: int = 0) -> None:
+        self._source, self._flags = source, flags
+        self._compiled: re.Pattern[str] | None = None
+
+    def _get(self) -> re.Pattern[str]:
+        if self._compiled is None:
+            self._compiled = re.compile(self._source, self._flags)
+        return self._compiled
+
+    def search(self, string: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        return self._get().search(string, pos, endpos)
+
+    def match(self, string: str) -> re.Match[str] | None:
+        return self._get().match(string)
+
+    def fullmatch(self, string: str) -> re.Match[str] | None:
+        return self._get().fullmatch(string)
+
+    def findall(self, string: str) -> list[Any]:
+        return self._get().findall(string)
+
+    def finditer(self, string: str) -> Iterator[re.Match[str]]:
+        return self._get().finditer(string)
+
+    def split(self, string: str, maxsplit: int = 0) -> list[Any]:
+        return self._get().split(string, maxsplit)
+
+
 _DELIVERY_STATUS = frozenset({"message/delivery-status", "message/global-delivery-status"})
 _DISPOSITION = frozenset({"message/disposition-notification", "message/global-disposition-notification"})
-_BRACKETED_ID = re.compile(r"<([^<>]*)>")
-_BARE_ID = re.compile(r"[^\s<>()\"@]+@[^\s<>()\"@]+")
+_BRACKETED_ID = _Pattern(r"<([^<>]*)>")
+_BARE_ID = _Pattern(r"[^\s<>()\"@]+@[^\s<>()\"@]+")
 _ADDRESS = r"<?([A-Za-z0-9._%+=/'&!#$*?^`{|}~-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>?"
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
+_ENHANCED_STATUS = _Pattern(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 # "550 5.1.1 ..." or "550-5.1.1 ...": the rest of the line is the diagnostic. A bare "550 ..." counts
 # only where a report introduces the server's words, so a phone number in the text can't pass for one.
-_SMTP_REPLY_ENHANCED = re.compile(r"(?<![\d.])([45]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})(?![.\d])[^\n]*")
-_SMTP_REPLY_BARE = re.compile(
-    r"(?:^|said:|response:|error:)[ \t]*(([45]\d\d)[ :-][^\n]*)", re.IGNORECASE | re.MULTILINE
-)
+_SMTP_REPLY_ENHANCED = _Pattern(r"(?<![\d.])([45]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})(?![.\d])[^\n]*")
+_SMTP_REPLY_BARE = _Pattern(r"(?:^|said:|response:|error:)[ \t]*(([45]\d\d)[ :-][^\n]*)", re.IGNORECASE | re.MULTILINE)
 
-_BOUNCE_SUBJECT = re.compile(
+_BOUNCE_SUBJECT = _Pattern(
     r"^\s*(?:undeliverable|undelivered mail|(?:mail )?delivery status notification|(?:mail )?delivery (?:has )?failed"
     r"|mail failure"
     r"|failure notice|returned mail|delivery failure|delayed mail|delivery delayed|mail delivery failure"
@@ -161,7 +194,7 @@ _BOUNCE_SUBJECT = re.compile(
 )
 # The words of a report that says a delivery failed or is late, in the report's own text: these
 # make a machine-sent message a report even under a subject we don't know.
-_BOUNCE_TEXT = re.compile(
+_BOUNCE_TEXT = _Pattern(
     r"(?:could ?n[o']t|can ?not|cannot|was ?n[o']t|were ?n[o']t|has ?n[o']t|have ?n[o']t|unable to) (?:yet )?"
     r"(?:be |been )?deliver|not (?:yet )?been delivered|did not reach|undeliverable|delivery (?:has )?failed"
     r"|delivery failure|failed permanently|permanent (?:fatal )?error|returned permanent errors"
@@ -184,12 +217,12 @@ _DAEMON_LOCAL_PARTS = frozenset(
     {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mailer_daemon", "post_master"}
 )
 # A person forwarding a delivery report ("Fwd: Returned mail ...") quotes the report's own fields.
-_FORWARD_PREFIX = re.compile(r"^\s*(?:(?:fwd?|fw|wg|tr|rv|enc|doorst)\s*:\s*)+", re.IGNORECASE)
-_QUOTED_REPORT_FIELD = re.compile(r"^[ \t>]*(?:final-recipient|diagnostic-code)\s*:", re.IGNORECASE | re.MULTILINE)
-_DAEMON_NAMES = re.compile(r"mail delivery (?:subsystem|system)|microsoft outlook", re.IGNORECASE)
-_QMAIL_REPORT = re.compile(r"this is the qmail-send program|i'm afraid i wasn't able to deliver", re.I)
+_FORWARD_PREFIX = _Pattern(r"^\s*(?:(?:fwd?|fw|wg|tr|rv|enc|doorst)\s*:\s*)+", re.IGNORECASE)
+_QUOTED_REPORT_FIELD = _Pattern(r"^[ \t>]*(?:final-recipient|diagnostic-code)\s*:", re.IGNORECASE | re.MULTILINE)
+_DAEMON_NAMES = _Pattern(r"mail delivery (?:subsystem|system)|microsoft outlook", re.IGNORECASE)
+_QMAIL_REPORT = _Pattern(r"this is the qmail-send program|i'm afraid i wasn't able to deliver", re.I)
 # Where a plain-text report starts quoting the original message: nothing below is the report.
-_QUOTED_ORIGINAL = re.compile(
+_QUOTED_ORIGINAL = _Pattern(
     r"^-{2,} ?(?:below this line is a copy of the message|this is a copy of the message"
     r"|original message follows|start of returned message)"
     # A marker alone on its line: Gmail's "----- Original message -----", IMail's "Original message
@@ -197,9 +230,9 @@ _QUOTED_ORIGINAL = re.compile(
     r"|^[ \t-]*(?:original message(?: follows)?|message headers follow|original message headers?)[ \t.:-]*$",
     re.IGNORECASE | re.MULTILINE,
 )
-_QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*Message-ID:[ \t]*(<[^<>\n]+>)", re.IGNORECASE | re.MULTILINE)
+_QUOTED_MESSAGE_ID = _Pattern(r"^[ \t>]*Message-ID:[ \t]*(<[^<>\n]+>)", re.IGNORECASE | re.MULTILINE)
 _TEXT_RECIPIENTS = tuple(
-    re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+    _Pattern(pattern, re.IGNORECASE | re.MULTILINE)
     for pattern in (
         rf"^{_ADDRESS}:",  # qmail and Postfix: "<user@example.com>:" opens each recipient's entry
         rf"(?:wasn't|was not|couldn't be|could not be) delivered to:?\s+{_ADDRESS}",  # Gmail
@@ -207,7 +240,7 @@ _TEXT_RECIPIENTS = tuple(
         rf"(?:address\(es\)|addresses|recipients?(?:\(s\))?) failed(?: permanently)?:\s+{_ADDRESS}",  # Exim
     )
 )
-_SOFT_WORDS = re.compile(
+_SOFT_WORDS = _Pattern(
     r"delivery status notification \(delay\)|delayed mail|delivery delayed|still being retried"
     r"|will (?:retry|continue trying|keep trying)|temporary (?:failure|problem)",
     re.IGNORECASE,
@@ -215,7 +248,7 @@ _SOFT_WORDS = re.compile(
 
 # Reports that *our* sender is over a provider limit. Status codes alone can't tell: X.2.2 is
 # also "recipient mailbox full" and X.4.5 "congestion", so only the providers' own words count.
-_SENDER_LIMIT = re.compile(
+_SENDER_LIMIT = _Pattern(
     r"daily user sending (?:quota|limit) exceeded"  # Gmail / Workspace, 550-5.4.5
     r"|reached a (?:limit|quota) for sending mail"  # Gmail's own bounce text
     r"|submission ?quota ?exceeded"  # Exchange: SubmissionQuotaExceededException (5.2.2 / 5.2.0)
@@ -226,12 +259,12 @@ _SENDER_LIMIT = re.compile(
     r"|exceeded the max(?:imum)? (?:emails|messages|recipients) per (?:hour|day)",  # cPanel / Exim
     re.IGNORECASE,
 )
-_PAUSE_FOR = re.compile(
+_PAUSE_FOR = _Pattern(
     r"(?:try again|retry|resume sending|send again|able to send|wait)\D{0,40}?"
     r"(\d+)\s*(second|minute|hour|day)s?\b",
     re.IGNORECASE,
 )
-_PAUSE_PER = re.compile(r"(?:emails|messages|recipients) per (hour|day)", re.IGNORECASE)
+_PAUSE_PER = _Pattern(r"(?:emails|messages|recipients) per (hour|day)", re.IGNORECASE)
 
 
 def _delivery_report_verdict(
@@ -406,7 +439,7 @@ _ORDER = (
     (InboundKind.SOFT_BOUNCE, _SOFT_REASONS, ("expired", "networkerror", "mailererror", "systemerror")),
 )
 _COMPILED = [
-    (reason, kind, re.compile(table[reason], re.IGNORECASE))
+    (reason, kind, _Pattern(table[reason], re.IGNORECASE))
     for kind, table, only in _ORDER
     for reason in (only or tuple(table))
 ]
@@ -458,7 +491,7 @@ def _own_reason(diagnostic: str) -> str | None:
     return None
 
 
-_COMMAND_NOTE = re.compile(r"\(in reply to [^()]{1,40} command\)", re.IGNORECASE)
+_COMMAND_NOTE = _Pattern(r"\(in reply to [^()]{1,40} command\)", re.IGNORECASE)
 
 
 def _with_command_note(diagnostic: str | None, report: str) -> str | None:
@@ -568,7 +601,7 @@ def _inline_blocks(msg: Message) -> Iterator[Message]:
 
 
 # A delivery-status block written into the text: it starts at its Final-Recipient field.
-_INLINE_STATUS = re.compile(r"^Final-Recipient:[^\n]*\n(?:[A-Za-z-]+:[^\n]*\n|[ \t][^\n]*\n)*?Action:", re.I | re.M)
+_INLINE_STATUS = _Pattern(r"^Final-Recipient:[^\n]*\n(?:[A-Za-z-]+:[^\n]*\n|[ \t][^\n]*\n)*?Action:", re.I | re.M)
 
 
 # Where a block gives no Status. "expired" is no RFC 3464 action, but some MTAs (SendGrid) write it.
@@ -632,7 +665,7 @@ def _text_recipients(report: str) -> list[str]:
 
 # Where a report names the server that answered: Postfix "host mx.example.com[192.0.2.1] said",
 # Exim "host mx.example.com [192.0.2.1]", Sendmail "while talking to mx.example.com.".
-_ANSWERING_HOST = re.compile(r"(?:\bhost|talking to)\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)\.?\s*[\[:(]", re.IGNORECASE)
+_ANSWERING_HOST = _Pattern(r"(?:\bhost|talking to)\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)\.?\s*[\[:(]", re.IGNORECASE)
 
 
 def _answering_hosts(msg: Message, report: str) -> tuple[str, ...]:
@@ -645,7 +678,12 @@ def _answering_hosts(msg: Message, report: str) -> tuple[str, ...]:
 
 def _flufl_recipients(msg: Message) -> list[str]:
     """flufl.bounce's detectors (Mailman's) know shapes our patterns don't: measured side by side
-    on the sisimai corpus, each finds recipients the other misses, so it is asked when ours find none."""
+    on the sisimai corpus, each finds recipients the other misses, so it is asked when ours find none.
+
+    Loaded here, at the first bounce it is asked about: every function imports this module (for
+    ``InboundKind``), and only the pollers read bounces."""
+    import flufl.bounce as flufl_bounce
+
     try:
         temporary, permanent = flufl_bounce.all_failures(msg)
     # A third-party parser on hostile input: no recipients, never a failed poll.
@@ -681,7 +719,7 @@ def _bounced_ids(msg: Message, text: str) -> list[str]:
 
 # --- replies and automatic replies -----------------------------------------------------------
 
-_AUTO_REPLY_SUBJECT = re.compile(
+_AUTO_REPLY_SUBJECT = _Pattern(
     r"^\s*(?:automatic reply|auto(?:matic)?[- ]?(?:reply|response)|autoreply|out of (?:the )?office"
     r"|automatische antwort|abwesenheitsnotiz|abwesend|r[ée]ponse automatique|absence"  # de, fr
     r"|respuesta autom[áa]tica|fuera de la oficina|resposta autom[áa]tica|aus[êe]ncia"  # es, pt

@@ -10,17 +10,25 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import jinja2
-from jinja2 import StrictUndefined, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
+# jinja2 is loaded at the first template a function reads, not when it starts: most never read one.
+if TYPE_CHECKING:
+    import jinja2
+    from jinja2 import nodes
+    from jinja2.sandbox import SandboxedEnvironment
 
 # Filters that make an undefined variable safe to use: `{{ first_name | default("there") }}`.
 _DEFAULT_FILTERS = frozenset({"default", "d"})
 
-# Configured once and never changed: environments hold no per-render state.
-_TEXT_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_HTML_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+
+@functools.cache
+def _environment(*, html: bool) -> SandboxedEnvironment:
+    """Configured once and never changed: environments hold no per-render state."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=html)
 
 
 class RenderError(Exception):
@@ -65,8 +73,11 @@ def required_variables(template_source: str) -> set[str]:
 
 @functools.lru_cache(maxsize=512)
 def _required_variables(template_source: str) -> frozenset[str]:
+    import jinja2
+    from jinja2 import meta
+
     try:
-        ast = _TEXT_ENV.parse(template_source)
+        ast = _environment(html=False).parse(template_source)
     except jinja2.TemplateSyntaxError as exc:
         raise _syntax_error(exc, part="template") from exc
     # find_undeclared_variables knows Jinja's scoping (loop variables, {% set %}); the walk below
@@ -76,6 +87,8 @@ def _required_variables(template_source: str) -> frozenset[str]:
 
 
 def _names_used_without_default(node: nodes.Node) -> Iterator[str]:
+    from jinja2 import nodes
+
     if isinstance(node, nodes.Name) and node.ctx == "load":
         yield node.name
         return
@@ -92,10 +105,12 @@ def _names_used_without_default(node: nodes.Node) -> Iterator[str]:
 
 @functools.lru_cache(maxsize=512)
 def _compile(source: str, *, html: bool) -> jinja2.Template:
-    return (_HTML_ENV if html else _TEXT_ENV).from_string(source)
+    return _environment(html=html).from_string(source)
 
 
 def _render(source: str, variables: Mapping[str, str], *, part: str, html: bool) -> str:
+    import jinja2
+
     try:
         template = _compile(source, html=html)
     except jinja2.TemplateSyntaxError as exc:

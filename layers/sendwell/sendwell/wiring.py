@@ -8,7 +8,7 @@ once, with secret redaction installed on the logger.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -44,6 +44,7 @@ from sendwell.config import (
     CoreSettings,
     CredentialsSettings,
     DispatchSettings,
+    IdempotencySettings,
     IncidentSettings,
     NoticeSettings,
     PollSettings,
@@ -105,9 +106,33 @@ class _Aws:
             self._clients[service] = boto3.client(service, region_name=self._region)
         return self._clients[service]
 
+    def later(self, service: str) -> Any:
+        """The same client, made at its first call: for what a function does only now and then (a
+        notice, an event, a report), so that its cold start does not pay for it."""
+        return _LaterClient(lambda: self.client(service))
+
+
+class _LaterClient:
+    """Stands for a boto3 client until its first use, and from then on is that client."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)
+
 
 def _models(settings: CoreSettings) -> Models:
     return bind_models(settings.tables, region=settings.region)
+
+
+def _once(aws: _Aws, settings: IdempotencySettings) -> IdempotentRunner:
+    # Given the function's client: left to itself, Powertools opens a boto3 session of its own,
+    # which loads botocore's data a second time at every cold start. Made at the first run.
+    return IdempotentRunner(settings.idempotency_table, boto3_client=aws.later("dynamodb"))
 
 
 def _credentials(aws: _Aws, settings: CredentialsSettings, models: Models) -> CredentialStore:
@@ -123,7 +148,7 @@ def _mailboxes(settings: ProviderSettings, models: Models, store: CredentialStor
 
 
 def _mailer(aws: _Aws, settings: NoticeSettings) -> CountingMailer:
-    return CountingMailer(SesMailer(aws.client("ses"), settings.sender_address, copy_to=settings.outbox_dir), metrics)
+    return CountingMailer(SesMailer(aws.later("ses"), settings.sender_address, copy_to=settings.outbox_dir), metrics)
 
 
 def _poll_context(
@@ -132,8 +157,8 @@ def _poll_context(
     return PollContext(
         models=models,
         mailboxes=_mailboxes(settings, models, store),
-        auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
-        events=SnsPublisher(aws.client("sns"), settings.inbox_events_topic_arn),
+        auth_failures=SqsAuthFailureReporter(SqsQueue(aws.later("sqs"), settings.auth_failure_queue_url)),
+        events=SnsPublisher(aws.later("sns"), settings.inbox_events_topic_arn),
         once=once,
         isolated=PLATFORM_FAILURES,
         mailer=_mailer(aws, settings),
@@ -146,7 +171,7 @@ def _incident_context(aws: _Aws, settings: IncidentSettings, models: Models, onc
     return IncidentContext(
         models=models,
         mailer=_mailer(aws, settings),
-        events=SnsPublisher(aws.client("sns"), settings.inbox_events_topic_arn),
+        events=SnsPublisher(aws.later("sns"), settings.inbox_events_topic_arn),
         once=once,
         workspace_name=settings.workspace_name,
         admin_emails=settings.admin_emails,
@@ -195,14 +220,14 @@ def send(env: Mapping[str, str]) -> Send:
     context = SendContext(
         models=models,
         mailboxes=_mailboxes(settings, models, _credentials(aws, settings, models)),
-        auth_failures=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
+        auth_failures=SqsAuthFailureReporter(SqsQueue(aws.later("sqs"), settings.auth_failure_queue_url)),
         unsubscribe_base_url=f"{settings.public_base_url}/u",
         campaigns=lambda campaign_id: campaigns.get(campaign_id, lambda: models.campaign.get(campaign_id)),
     )
     return Send(
         context=context,
-        send_queue=SqsQueue(aws.client("sqs"), settings.send_queue_url),
-        dead_letters=SqsQueue(aws.client("sqs"), settings.send_dead_letter_queue_url),
+        send_queue=SqsQueue(aws.later("sqs"), settings.send_queue_url),
+        dead_letters=SqsQueue(aws.later("sqs"), settings.send_dead_letter_queue_url),
     )
 
 
@@ -217,7 +242,7 @@ def poll(env: Mapping[str, str]) -> Poll:
     aws = _Aws(settings.region)
     models = _models(settings)
     store = _credentials(aws, settings, models)
-    once = IdempotentRunner(settings.idempotency_table)
+    once = _once(aws, settings)
     return Poll(context=_poll_context(aws, settings, models, store, once), once=once)
 
 
@@ -232,11 +257,12 @@ class Incidents:
 
 def incidents(env: Mapping[str, str]) -> Incidents:
     settings = load(AuthFailureSettings, env, read_parameter=get_parameter)
-    once, aws = IdempotentRunner(settings.idempotency_table), _Aws(settings.region)
+    aws = _Aws(settings.region)
+    once = _once(aws, settings)
     return Incidents(
         context=_incident_context(aws, settings, _models(settings), once),
         once=once,
-        later=SqsAuthFailureReporter(SqsQueue(aws.client("sqs"), settings.auth_failure_queue_url)),
+        later=SqsAuthFailureReporter(SqsQueue(aws.later("sqs"), settings.auth_failure_queue_url)),
     )
 
 
@@ -250,11 +276,12 @@ class Reminders:
 
 def reminders(env: Mapping[str, str]) -> Reminders:
     settings = load(RemindersSettings, env, read_parameter=get_parameter)
-    aws, once = _Aws(settings.region), IdempotentRunner(settings.idempotency_table)
+    aws = _Aws(settings.region)
+    once = _once(aws, settings)
     return Reminders(
         context=_incident_context(aws, settings, _models(settings), once),
         once=once,
-        reconnect_tasks=SqsQueue(aws.client("sqs"), settings.reconnect_queue_url),
+        reconnect_tasks=SqsQueue(aws.later("sqs"), settings.reconnect_queue_url),
         clocks=Clocks(
             secret_expiry={
                 provider.value: expires
@@ -282,14 +309,15 @@ def reconnect(env: Mapping[str, str]) -> Reconnect:
     aws, models = _Aws(settings.region), _models(settings)
     context = ReconnectContext(
         models=models,
-        cipher=KmsCipher(aws.client("kms"), settings.credentials_key_id),
-        credentials=CredentialStore.with_kms(models, aws.client("kms"), settings.credentials_key_id),
+        # Pages need neither KMS nor SQS: only a finished sign-in saves credentials and queues work.
+        cipher=KmsCipher(aws.later("kms"), settings.credentials_key_id),
+        credentials=CredentialStore.with_kms(models, aws.later("kms"), settings.credentials_key_id),
         authorizers=_authorizers(settings),
         login_check=LiveLoginCheck(),
         public_base_url=settings.public_base_url,
     )
     return Reconnect(
-        settings=settings, context=context, reconnect_tasks=SqsQueue(aws.client("sqs"), settings.reconnect_queue_url)
+        settings=settings, context=context, reconnect_tasks=SqsQueue(aws.later("sqs"), settings.reconnect_queue_url)
     )
 
 
@@ -302,7 +330,7 @@ class ReconnectWorker:
 def reconnect_worker(env: Mapping[str, str]) -> ReconnectWorker:
     settings = load(ReconnectWorkerSettings, env, read_parameter=get_parameter)
     aws, models = _Aws(settings.region), _models(settings)
-    once = IdempotentRunner(settings.idempotency_table)
+    once = _once(aws, settings)
     incident = _incident_context(aws, settings, models, once)
     context = CatchUpContext(
         models=models,

@@ -2,7 +2,9 @@
 
 Gmail goes through google-auth, Outlook through msal + Microsoft Graph, custom inboxes through
 SMTP (send) and IMAP (Sent folder, polling). Base URLs come from settings, so the same code talks
-to the real services or to the local provider sandbox.
+to the real services or to the local provider sandbox. Each provider's adapter (and with it
+google-auth, msal and cryptography, or smtplib and imaplib, and the classifier) is loaded when the
+first inbox of that provider is opened, not at a function's cold start.
 """
 
 from __future__ import annotations
@@ -11,23 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import ClientError
 
 from sendwell.adapters.credentials import CredentialStore, StaleCredentials
-from sendwell.adapters.gmail import GmailMailbox
-from sendwell.adapters.graph import GraphMailbox, MicrosoftTokens
 from sendwell.adapters.http import http_session
-from sendwell.adapters.imap import ImapCursor, ImapMailbox
-from sendwell.adapters.smtp import SmtpSender
 from sendwell.config import OAuthClient, ProviderSettings
 from sendwell.failures import Failure, FailureKind, Provider, ProviderFailure
 from sendwell.models import Inbox
 from sendwell.ports.mailbox import InboundMessage, Mailbox, SentReceipt
 from sendwell.ports.platform import SecretSource
+
+if TYPE_CHECKING:
+    from sendwell.adapters.imap import ImapMailbox
+    from sendwell.adapters.smtp import SmtpSender
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class CustomMailbox:
         return SentReceipt(provider_message_id=None, thread_id=None) if found else None
 
     def poll(self, cursor: str | None, *, since: datetime) -> tuple[list[InboundMessage], str]:
+        from sendwell.adapters.imap import ImapCursor
+
         with self.imap() as imap:
             messages, new_cursor = imap.fetch_new(ImapCursor.from_str(cursor) if cursor else None, since=since)
         return messages, new_cursor.to_str()
@@ -94,6 +98,8 @@ class ProviderMailboxes:
         save = _CredentialSaver(self._store, inbox, stored.version)
         endpoints = self._settings.endpoints
         if provider is Provider.GMAIL:
+            from sendwell.adapters.gmail import GmailMailbox
+
             client_id, secret = self._client(provider, self._settings.google)
             return GmailMailbox(
                 credentials,
@@ -105,6 +111,8 @@ class ProviderMailboxes:
                 save=save,
                 timeout=self._timeout,
             )
+        from sendwell.adapters.graph import GraphMailbox, MicrosoftTokens
+
         client_id, secret = self._client(provider, self._settings.microsoft)
         tokens = MicrosoftTokens(
             credentials,
@@ -140,6 +148,9 @@ class ProviderMailboxes:
 
 def custom_connections(inbox: Inbox, password: str, *, timeout: float) -> tuple[SmtpSender, Callable[[], ImapMailbox]]:
     """A custom inbox's SMTP sender and a way to open its IMAP connection, with ``password``."""
+    from sendwell.adapters.imap import ImapMailbox
+    from sendwell.adapters.smtp import SmtpSender
+
     username = inbox.username or inbox.address
     smtp = SmtpSender(
         inbox.smtp_host or "",

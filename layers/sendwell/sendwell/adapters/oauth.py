@@ -12,6 +12,8 @@ for custom SMTP/IMAP inboxes.
 - Custom inboxes: SMTP AUTH and IMAP LOGIN against the hosts the inbox already has.
 
 Every URL comes from settings, so the same code signs in at the real providers or the local sandbox.
+google-auth, PyJWT and msal (with cryptography under them) are loaded at the first sign-in that
+needs them, not at the reconnect function's cold start: most of its requests are pages.
 """
 
 from __future__ import annotations
@@ -29,12 +31,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import google.oauth2.id_token
-import jwt
-import msal
 import requests
-from google.auth.exceptions import GoogleAuthError
-from google.auth.transport.requests import Request as GoogleRequest
 
 from sendwell.adapters.http import HTTP_TIMEOUT
 from sendwell.adapters.mailboxes import custom_connections
@@ -173,6 +170,11 @@ class GoogleAuthorizer(_OAuthApp):
         return body
 
     def _verified_claims(self, id_token: str, nonce: str) -> Mapping[str, Any]:
+        import google.oauth2.id_token
+        import jwt
+        from google.auth.exceptions import GoogleAuthError
+        from google.auth.transport.requests import Request as GoogleRequest
+
         if not id_token:
             raise AuthorizationFailed("no_id_token")
         try:
@@ -206,13 +208,6 @@ class GoogleAuthorizer(_OAuthApp):
 # Microsoft
 
 
-class _NoTokenCache(msal.TokenCache):  # type: ignore[misc]  # msal ships no type information
-    """Keep no tokens in memory: a warm container serves many owners, and we store ours encrypted."""
-
-    def add(self, event: dict[str, Any], now: float | None = None) -> None:
-        return None
-
-
 class MicrosoftAuthorizer(_OAuthApp):
     required_scopes: Mapping[str, str] = MappingProxyType(
         {"Mail.Send": "send email", "Mail.Read": "read replies to your emails"}
@@ -221,6 +216,14 @@ class MicrosoftAuthorizer(_OAuthApp):
     @cached_property
     def _app(self) -> Any:
         # Built on first use, not at cold start: msal fetches the authority's metadata right away.
+        import msal
+
+        class NoTokenCache(msal.TokenCache):  # type: ignore[misc]  # msal ships no type information
+            """Keep no tokens in memory: a warm container serves many owners, and we store ours encrypted."""
+
+            def add(self, event: dict[str, Any], now: float | None = None) -> None:
+                return None
+
         authority = self._endpoints.microsoft_authority
         return msal.ConfidentialClientApplication(
             self._client_id,
@@ -229,7 +232,7 @@ class MicrosoftAuthorizer(_OAuthApp):
             http_client=self._http,
             # Instance discovery asks Microsoft whether an authority is genuine: only theirs can be.
             instance_discovery=urlsplit(authority).hostname == MICROSOFT_HOST,
-            token_cache=_NoTokenCache(),
+            token_cache=NoTokenCache(),
         )
 
     def authorization_request(self, *, login_hint: str, redirect_uri: str) -> AuthorizationRequest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.idempotency import (
@@ -76,12 +77,18 @@ class IdempotentRunner:
     """
 
     def __init__(self, table_name: str, *, boto3_client: Any | None = None) -> None:
-        self._store = _RetryingPersistence(table_name=table_name, boto3_client=boto3_client)
+        self._table_name, self._client = table_name, boto3_client
         self._config = IdempotencyConfig(
             event_key_jmespath="key",
             raise_on_no_idempotency_key=True,
             expires_after_seconds=RECORD_LIFETIME_SECONDS,
         )
+
+    @cached_property
+    def _store(self) -> _RetryingPersistence:
+        # Made at the first run, not with the runner: Powertools' layer sets up its DynamoDB client
+        # when it is made, and most invocations run nothing once.
+        return _RetryingPersistence(table_name=self._table_name, boto3_client=self._client)
 
     def register_lambda_context(self, context: Any) -> None:
         """Lets an in-progress record expire with the invocation if the function times out."""

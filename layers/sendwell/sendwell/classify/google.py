@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import requests
-from google.auth import exceptions as google_exceptions
 
 from sendwell.classify.rules import (
     APP_CONFIG,
@@ -33,6 +32,11 @@ from sendwell.classify.rules import (
 )
 from sendwell.clock import utcnow
 from sendwell.failures import Failure
+
+if TYPE_CHECKING:
+    # Only google-auth raises what these functions take: the SMTP and IMAP paths, which load this
+    # package too, need not load google-auth.
+    from google.auth import exceptions as google_exceptions
 
 # --- Google OAuth token refresh --------------------------------------------------------------------
 
@@ -153,8 +157,10 @@ def classify_google_refresh_error(exc: google_exceptions.RefreshError) -> Failur
     JSON error and ``RefreshError(body_text)`` for anything else. ``retryable=False`` only means
     google-auth did not retry; it is not evidence that the grant is gone.
     """
+    from google.auth.exceptions import ReauthFailError
+
     message = exc.args[0] if exc.args else None
-    if isinstance(exc, google_exceptions.ReauthFailError) or (
+    if isinstance(exc, ReauthFailError) or (
         isinstance(message, str) and message.startswith(_GOOGLE_AUTH_REAUTH_MESSAGE)
     ):
         return _GOOGLE_REAUTH.failure("google:reauth_required")

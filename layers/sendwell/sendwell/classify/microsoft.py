@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -10,7 +11,6 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import requests
-from msal.exceptions import MsalServiceError
 
 from sendwell.classify.rules import (
     APP_CONFIG,
@@ -479,17 +479,25 @@ def classify_msal_result(result: Mapping[str, Any]) -> Failure:
     return rule.failure(code_name)
 
 
-# msal raises MsalServiceError("HTTP Error: 503") for a 5xx, and lets json.loads' JSONDecodeError
-# escape for a non-JSON 4xx (a 429 HTML page); requests' own exceptions pass through untouched.
-_MSAL_EXCEPTIONS: Final[Mapping[type[BaseException], tuple[str, Rule]]] = MappingProxyType(
-    {
-        MsalServiceError: ("http_error", _MS_TEMPORARY),
-        json.JSONDecodeError: (
-            "non_json_response",
-            Rule(TRANSIENT, "Microsoft's sign-in service answered with an error page, not a normal reply."),
-        ),
-    }
-)
+@functools.cache
+def _msal_exceptions() -> Mapping[type[BaseException], tuple[str, Rule]]:
+    """msal raises MsalServiceError("HTTP Error: 503") for a 5xx, and lets json.loads' JSONDecodeError
+    escape for a non-JSON 4xx (a 429 HTML page); requests' own exceptions pass through untouched.
+
+    Built at the first msal error, when msal is loaded already: the Graph tables above serve the
+    SMTP classifier too, which must not load msal.
+    """
+    from msal.exceptions import MsalServiceError
+
+    return MappingProxyType(
+        {
+            MsalServiceError: ("http_error", _MS_TEMPORARY),
+            json.JSONDecodeError: (
+                "non_json_response",
+                Rule(TRANSIENT, "Microsoft's sign-in service answered with an error page, not a normal reply."),
+            ),
+        }
+    )
 
 
 def classify_msal_exception(exc: Exception) -> Failure:
@@ -497,4 +505,4 @@ def classify_msal_exception(exc: Exception) -> Failure:
 
     See :func:`classify_msal_result` about msal's throttling cache.
     """
-    return by_type("msal", exc, _MSAL_EXCEPTIONS, NETWORK) or _MS_UNKNOWN.failure("msal:unknown")
+    return by_type("msal", exc, _msal_exceptions(), NETWORK) or _MS_UNKNOWN.failure("msal:unknown")

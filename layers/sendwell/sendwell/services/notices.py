@@ -8,33 +8,39 @@ reason and fix) or from fields an admin entered, and every HTML value is escaped
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from sendwell.models import Inbox
 from sendwell.ports.platform import Email
 
-# Module-level but immutable: the loader and options are fixed at import; rendering is pure.
-_HTML = jinja2.Environment(
-    loader=jinja2.PackageLoader("sendwell", "templates/notices"),
-    autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_TEXT = jinja2.Environment(
-    loader=jinja2.PackageLoader("sendwell", "templates/notices"),
-    autoescape=False,  # noqa: S701 - the plain-text part; HTML escaping would corrupt it
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
+if TYPE_CHECKING:
+    import jinja2
+
+
+@functools.cache
+def _environment(*, html: bool) -> jinja2.Environment:
+    """Built at the first notice, not at cold start (most invocations send none), and never changed:
+    the loader and options are fixed; rendering is pure."""
+    import jinja2
+
+    fixed: dict[str, Any] = {
+        "loader": jinja2.PackageLoader("sendwell", "templates/notices"),
+        "undefined": jinja2.StrictUndefined,
+        "trim_blocks": True,
+        "lstrip_blocks": True,
+    }
+    if html:
+        return jinja2.Environment(
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True), **fixed
+        )
+    # The plain-text part: HTML escaping would corrupt it.
+    return jinja2.Environment(autoescape=False, keep_trailing_newline=True, **fixed)  # noqa: S701
+
 
 PROVIDER_NAMES = {"gmail": "Google", "outlook": "Microsoft 365", "custom": "your mail server"}
 UNKNOWN_REASON = "The provider refused sendwell's access to this inbox"
@@ -314,8 +320,8 @@ def compose(
     return Email(
         to=tuple(to),
         subject=subject,
-        text=_TEXT.get_template(f"{template}.txt").render(values),
-        html=_HTML.get_template(f"{template}.html").render(values),
+        text=_environment(html=False).get_template(f"{template}.txt").render(values),
+        html=_environment(html=True).get_template(f"{template}.html").render(values),
         reply_to=tuple(reply_to),
     )
 
