@@ -273,9 +273,7 @@ class Demo:
         replied = self.models.enrollment.get(prospect.enrollment_id)
         say(f"STORY after the catch-up poll {prospect.email} is {replied.state}: no follow-up will go")
         pending = [e for e in self.models.enrollment.scan() if e.inbox_id == gmail_inbox and e.due_at]
-        for enrollment in sorted(pending, key=lambda e: e.due_at or 0):
-            due = datetime.fromtimestamp(enrollment.due_at or 0, UTC)
-            say(f"STORY paced: {enrollment.email} step {enrollment.step_index + 1} at {due:%H:%M:%S}")
+        say(f"STORY {len(pending)} waiting emails go out paced: one per gap, within the inbox's cap and window")
 
 
 def _form(page: str) -> tuple[str, dict[str, str]]:

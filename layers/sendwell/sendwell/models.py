@@ -319,9 +319,6 @@ class Enrollment(Model):
     # Sparse due index: the inbox id, present only while a step waits to be sent.
     due_inbox = UnicodeAttribute(null=True)
     due_at = NumberAttribute(null=True)
-    # The reconnect (its inbox's ``reconnected_at``, epoch) whose backlog release gave ``due_at``:
-    # a release run again after a fault paces the rest after these slots, not over them.
-    paced_for = NumberAttribute(null=True)
     # Threading of follow-ups. Our Message-IDs are derived from enrollment id and step (see
     # sendwell.ids.step_message_id), so References need no stored list.
     thread_id = UnicodeAttribute(null=True)  # provider thread id (Gmail threadId, Graph conversationId)

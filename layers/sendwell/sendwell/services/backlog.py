@@ -1,17 +1,20 @@
 """Release an inbox's backlog after a reconnect: paced within its limits, immediate, or held.
 
 Follow-ups that became too late while the inbox was down are skipped or held first, as the
-campaign's ``late_policy`` says. Every re-timing is a conditional write on the step it saw, so a
-step sent, stopped or re-timed meanwhile keeps its own state. Each paced step records the reconnect
-it was paced for (``paced_for``): a release run again after a fault keeps those slots and paces
-the rest after them.
+campaign's ``late_policy`` says; each of those is a conditional write on the step it saw, so a step
+sent, stopped or re-timed meanwhile keeps its own state. The steps that go are not re-timed:
+dispatch sends an inbox's due steps oldest first, one per gap, within its window and daily cap
+(``sendwell.services.dispatch``), which is the pace itself. The release only works out the slots
+that gives, for the notice, so it writes nothing for them whatever the backlog's size, and a
+release run again after a fault finds the same steps and says the same.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sendwell import writes
@@ -26,7 +29,7 @@ from sendwell.services.lookups import find_campaign
 @dataclass(frozen=True, slots=True)
 class BacklogRelease:
     mode: BacklogMode
-    released: int = 0  # pending steps re-timed (paced) or left due now (immediate)
+    released: int = 0  # pending steps that go now, paced by dispatch
     first_slot: datetime | None = None
     last_slot: datetime | None = None
     late_skipped: int = 0
@@ -53,24 +56,19 @@ class BacklogRelease:
 
 
 def release_backlog(models: Models, inbox: Inbox, mode: BacklogMode, *, now: datetime) -> BacklogRelease:
-    """Re-time this inbox's pending steps after a reconnect, as ``mode`` says.
+    """Release this inbox's pending steps after a reconnect, as ``mode`` says.
 
     Follow-ups more than the campaign's ``late_after_seconds`` late are skipped or held first
-    (``late_policy``). Then ``paced`` spreads the remaining due steps over the inbox's sending
-    window, gap and daily cap (oldest first); ``immediate`` leaves them due now, so dispatch
-    sends them as fast as the limits allow; ``hold`` touches nothing and keeps the inbox paused.
+    (``late_policy``). ``paced`` and ``immediate`` then leave the due steps as they are: dispatch
+    sends them one per gap within the inbox's window and cap, oldest first, and ``paced`` says when
+    that puts the first and the last; ``hold`` touches nothing and keeps the inbox paused.
     """
     if mode is BacklogMode.HOLD:
         return BacklogRelease(mode=mode, held=True)
     campaigns: dict[str, Campaign | None] = {}
     late = Counter[str]()
     due_now: list[tuple[Enrollment, Campaign]] = []
-    release = epoch(inbox.reconnected_at or now)
-    paced_before: list[datetime] = []  # slots an earlier run of this same release gave
-    for enrollment in _pending_enrollments(models, inbox.inbox_id):
-        if enrollment.paced_for == release and (enrollment.due_at or 0) > epoch(now):
-            paced_before.append(datetime.fromtimestamp(int(enrollment.due_at or 0), UTC))
-            continue
+    for enrollment in _pending_steps(models, inbox.inbox_id):
         if enrollment.campaign_id not in campaigns:
             campaigns[enrollment.campaign_id] = find_campaign(models, enrollment.campaign_id)
         campaign = campaigns[enrollment.campaign_id]
@@ -79,13 +77,14 @@ def release_backlog(models: Models, inbox: Inbox, mode: BacklogMode, *, now: dat
         outcome = _handle_late(models, campaign, enrollment, now)
         if outcome:
             late[outcome] += 1
-        # A skip moves on to the next follow-up, which may be due already (the update refreshed it).
+        # A skip moves on to the next follow-up, which may be due already (the update refreshed it;
+        # ``state`` is not on the index, so it reads as active until an update says otherwise).
         due = enrollment.due_at
         if enrollment.state == EnrollmentState.ACTIVE and due is not None and due <= epoch(now):
             due_now.append((enrollment, campaign))
     if mode is BacklogMode.IMMEDIATE:
         return BacklogRelease(mode, released=len(due_now), late_skipped=late["skipped"], late_held=late["held"])
-    slots = paced_before + _pace(models, inbox, due_now, now, release=release, taken=sorted(paced_before))
+    slots = _slots(inbox, due_now, now)
     return BacklogRelease(
         mode,
         released=len(slots),
@@ -96,38 +95,18 @@ def release_backlog(models: Models, inbox: Inbox, mode: BacklogMode, *, now: dat
     )
 
 
-def _pace(
-    models: Models,
-    inbox: Inbox,
-    due_now: list[tuple[Enrollment, Campaign]],
-    now: datetime,
-    *,
-    release: int,
-    taken: list[datetime],
-) -> list[datetime]:
-    """Give each due step its send slot, after the ``taken`` ones; steps of campaigns with another
-    window queue after, in turn."""
+def _slots(inbox: Inbox, due_now: list[tuple[Enrollment, Campaign]], now: datetime) -> list[datetime]:
+    """When dispatch sends each due step: from now, oldest first, one per gap within the window and
+    the cap; steps of campaigns with another window queue after, in turn."""
     limits = limits_of(inbox)
     usage: InboxUsage = usage_of(inbox, now)
-    for slot in taken:
-        usage = record_send(usage, slot, limits.tz)
     groups: dict[SendingWindow, list[Enrollment]] = {}
     for enrollment, campaign in sorted(due_now, key=lambda pair: (pair[0].due_at or 0, pair[0].enrollment_id)):
         groups.setdefault(campaign_window(campaign), []).append(enrollment)
     slots: list[datetime] = []
-    table = models.enrollment
     for window, group in groups.items():
         jitters = [jitter_for(f"{e.enrollment_id}:{e.step_index}") for e in group]
-        group_slots = pace_backlog(now, len(group), window=window, limits=limits, usage=usage, jitters=jitters)
-        for enrollment, slot in zip(group, group_slots, strict=True):
-            if not writes.update(
-                enrollment,
-                actions=[table.due_at.set(epoch(slot)), table.paced_for.set(release)],
-                condition=(table.step_index == enrollment.step_index)
-                & (table.due_at == enrollment.due_at)
-                & (table.state == EnrollmentState.ACTIVE.value),
-            ):
-                continue  # it was sent, stopped or re-timed meanwhile: its own state wins
+        for slot in pace_backlog(now, len(group), window=window, limits=limits, usage=usage, jitters=jitters):
             slots.append(slot)
             usage = record_send(usage, slot, limits.tz)
     return slots
@@ -177,8 +156,7 @@ def _handle_late(models: Models, campaign: Campaign, enrollment: Enrollment, now
     return outcome
 
 
-def _pending_enrollments(models: Models, inbox_id: str) -> list[Enrollment]:
-    """Active enrollments of the inbox with a step waiting (the by-inbox index is keys only)."""
-    keys = [key.enrollment_id for key in models.enrollment.inbox_index.query(inbox_id)]
-    found = models.enrollment.batch_get(keys, consistent_read=True)
-    return [e for e in found if e.state == EnrollmentState.ACTIVE and e.due_at is not None]
+def _pending_steps(models: Models, inbox_id: str) -> Iterator[Enrollment]:
+    """The inbox's waiting steps, oldest first, from its due index: only active enrollments with a
+    step waiting are on it, each with what the release needs (campaign, step, due time)."""
+    return models.enrollment.due_index.query(inbox_id)
