@@ -9,19 +9,21 @@ connected inboxes sent nothing while the lag metric said 0.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from pynamodb.exceptions import PynamoDBException
 
 from sendwell.adapters.aws import SqsQueue
 from sendwell.clock import epoch
 from sendwell.models import InboxStatus
 from sendwell.ports.messages import SendRequest
-from sendwell.services import inboxes, schedule
-from sendwell.services.dispatch import dispatch_due_steps, dispatch_inboxes, dispatch_lag_seconds, fan_out
+from sendwell.services import bounces, campaigns, inboxes, schedule
+from sendwell.services.dispatch import dispatch_due_steps, dispatch_inboxes, fan_out
 from sendwell.services.sending import Outcome, send_step
+from sendwell.writes import WriteNotDone
 from tests.deployment import deployed
 from tests.faults import aws_faults
 from tests.service.test_fault_causes import NOW, World
@@ -184,3 +186,49 @@ def test_a_window_that_is_shut_moves_the_inbox_to_its_opening_once(world: World)
     assert writes.by_table["enrollments"] == 0 and writes.by_table["inboxes"] == 1
     monday_nine = datetime(2026, 11, 30, 9, 0, tzinfo=NOW.tzinfo)
     assert world.models.inbox.get(world.inbox.inbox_id).next_send_at == epoch(monday_nine)
+
+
+def on_table(name: str, *operations: str) -> Callable[[str, str, dict[str, Any]], bool]:
+    """Picks the DynamoDB calls on table ``name`` (those of ``operations`` only, if given)."""
+
+    def picks(service: str, operation: str, params: dict[str, Any]) -> bool:
+        tables = [params.get("TableName", ""), *params.get("RequestItems", {})]
+        wanted = not operations or operation in operations
+        return service == "dynamodb" and wanted and any(name in table for table in tables)
+
+    return picks
+
+
+def test_an_import_cut_short_after_its_wake_still_has_dispatch_look_at_the_inbox(world: World) -> None:
+    """Before: the wake came after the steps were stored; an import that failed in between (and
+    whose retry found the prospects enrolled) left its steps to wait for the inbox's next look,
+    a day later."""
+    assert world.models.inbox.get(world.inbox.inbox_id).send_shard is None  # nothing due yet
+    with (
+        aws_faults() as faults,
+        faults.failing(on_table("EnrollmentsTable", "BatchWriteItem")),
+        pytest.raises((PynamoDBException, WriteNotDone)),
+    ):
+        campaigns.import_prospects(world.models, "cmp_ibx_main", "email\nana@prospect.example\n", now=NOW, actor="a")
+    assert list(schedule.ready_inbox_ids(world.models, now=NOW)) == [world.inbox.inbox_id]
+
+
+def test_a_soft_bounce_whose_wake_failed_is_woken_by_its_replay(world: World) -> None:
+    """Before: the step was stored first and the inbox woken after; a fault on the wake left a
+    replayed bounce finding itself counted (``ALREADY``), and the step waited for a lost wake."""
+    world.enroll("enr_soft", step=1, due=NOW + timedelta(days=3))
+    world.models.inbox.get(world.inbox.inbox_id).update(actions=[world.models.inbox.send_shard.remove()])
+    enrollment = world.models.enrollment.get("enr_soft")
+    bounce = bounces.Bounce(key="<b1@mx.example>", step=None, status="4.2.2", diagnostic="mailbox full", at=NOW)
+    with (
+        aws_faults() as faults,
+        faults.failing(on_table("InboxesTable")),
+        pytest.raises((PynamoDBException, WriteNotDone)),
+    ):
+        bounces.send_back(world.models, enrollment, bounce, blocked=False)
+    assert world.models.enrollment.get("enr_soft").returned_by == []  # nothing stored: the replay decides
+    replay = bounces.send_back(world.models, world.models.enrollment.get("enr_soft"), bounce, blocked=False)
+    assert replay is bounces.Returned.RESENT_LATER
+    retry_at = NOW + bounces.SOFT_RETRY_AFTER[0]
+    assert world.models.enrollment.get("enr_soft").due_at == epoch(retry_at)
+    assert list(schedule.ready_inbox_ids(world.models, now=retry_at)) == [world.inbox.inbox_id]

@@ -147,9 +147,11 @@ def send_back(models: Models, enrollment: Enrollment, bounce: Bounce, *, blocked
             & same_count
             & ~table.returned_by.contains(bounce.key)
         )
+        if outcome is Returned.RESENT_LATER:
+            # Before the step is written: a crash in between leaves the inbox looked at once for
+            # nothing, never a step no tick looks at (a replay finds the bounce counted and stops).
+            schedule.wake(models, enrollment.inbox_id, at=bounce.at + wait)
         if writes.update(enrollment, actions=actions, condition=unchanged):
-            if outcome is Returned.RESENT_LATER:
-                schedule.wake(models, enrollment.inbox_id, at=bounce.at + wait)
             return outcome
         enrollment = models.enrollment.get(enrollment.enrollment_id, consistent_read=True)
     raise writes.WriteNotDone(f"{enrollment.enrollment_id} kept changing while a bounce was recorded")

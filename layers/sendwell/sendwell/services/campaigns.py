@@ -186,14 +186,23 @@ def import_prospects(models: Models, campaign_id: str, data: bytes | str, *, now
     kept = [(p, i) for p, i in zip(prospects, ids, strict=True) if p.email.lower() not in blocked]
     skipped = len(prospects) - len(kept)
     prospects, ids = [p for p, _ in kept], [i for _, i in kept]
-    first_due: dict[str, datetime] = {}
+    enrollments = [
+        _enrollment(models, campaign, prospect, enrollment_id, index, now)
+        for index, (prospect, enrollment_id) in enumerate(zip(prospects, ids, strict=True))
+    ]
+    first_due = now + timedelta(seconds=int(campaign.steps[0].delay_seconds))
+    inbox_ids = list(dict.fromkeys(e.inbox_id for e in enrollments))
+    # Each inbox is woken before its steps are stored and again after: a crash in between (the
+    # import then fails, and its retry finds the prospects enrolled) still has dispatch look at
+    # it, and a tick that looked before the steps were there is followed by a wake that finds it
+    # moved on. The second wake costs a read: the first one's time still stands.
+    for inbox_id in inbox_ids:
+        schedule.wake(models, inbox_id, at=first_due)
     with models.enrollment.batch_write() as batch:
-        for index, (prospect, enrollment_id) in enumerate(zip(prospects, ids, strict=True)):
-            enrollment = _enrollment(models, campaign, prospect, enrollment_id, index, now)
+        for enrollment in enrollments:
             batch.save(enrollment)
-            first_due.setdefault(enrollment.inbox_id, now + timedelta(seconds=int(campaign.steps[0].delay_seconds)))
-    for inbox_id, due in first_due.items():  # one write per inbox, however many prospects it got
-        schedule.wake(models, inbox_id, at=due)
+    for inbox_id in inbox_ids:  # one write per inbox at most, however many prospects it got
+        schedule.wake(models, inbox_id, at=first_due)
     activity.record(
         models,
         now=now,
