@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sendwell import wiring
 from sendwell.clock import utcnow
 from sendwell.observability import Metric
-from sendwell.services.dispatch import dispatch_lag_seconds, fan_out
+from sendwell.services.dispatch import fan_out
 from sendwell.wiring import logger, metrics, tracer
 
 PARTS = wiring.dispatch(os.environ)
@@ -21,12 +21,9 @@ PARTS = wiring.dispatch(os.environ)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    now = utcnow()
-    # Measured before the fan-out, from the send index's head: what waited for this tick.
-    lag = dispatch_lag_seconds(PARTS.models, now=now)
-    inboxes = fan_out(PARTS.models, PARTS.work_queue, now=now)
-    # Reported every minute, zero included: the lag alarm treats a missing minute as dispatch down.
-    metrics.add_metric(name=Metric.DISPATCH_LAG, unit=MetricUnit.Seconds, value=lag)
+    inboxes = fan_out(PARTS.models, PARTS.work_queue, now=utcnow())
+    # Reported every minute, zero included: the DispatchSilent alarm treats a missing minute as
+    # dispatch down. How late the inboxes are decided, the workers report (DispatchLagSeconds).
     metrics.add_metric(name=Metric.INBOXES_READY, unit=MetricUnit.Count, value=inboxes)
-    logger.info("inboxes fanned out", extra={"inboxes": inboxes, "lag_seconds": lag})
-    return {"inboxes": inboxes, "lag_seconds": lag}
+    logger.info("inboxes fanned out", extra={"inboxes": inboxes})
+    return {"inboxes": inboxes}

@@ -38,6 +38,7 @@ def handle_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
 def _count(report: DispatchReport) -> None:
     metrics.add_metric(name=Metric.STEPS_ENQUEUED, unit=MetricUnit.Count, value=report.enqueued)
     metrics.add_metric(name=Metric.INBOXES_RESCHEDULED, unit=MetricUnit.Count, value=report.rescheduled)
+    metrics.add_metric(name=Metric.DISPATCH_LAG, unit=MetricUnit.Seconds, value=report.lag_seconds)
     metrics.add_metric(name=Metric.FOLLOW_UPS_HELD, unit=MetricUnit.Count, value=report.held_for_replies)
     logger.info(
         "dispatched",
@@ -45,6 +46,8 @@ def _count(report: DispatchReport) -> None:
             "inboxes": report.inboxes,
             "enqueued": report.enqueued,
             "rescheduled": report.rescheduled,
+            "in_gap": report.in_gap,
+            "lag_seconds": report.lag_seconds,
             "skipped_inboxes": len(report.skipped_inboxes),
             "held_for_replies": report.held_for_replies,
             "unfinished": report.unfinished,  # left for the next tick, which offers them again

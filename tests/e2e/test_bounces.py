@@ -17,7 +17,7 @@ from sendwell.models import Enrollment, EnrollmentState
 from sendwell.services import activity, bounces, suppression
 from sendwell.services.campaigns import enrollment_id_for
 from sendwell.services.dispatch import dispatch_due_steps
-from sendwell.services.polling import PollContext, poll_inbox
+from sendwell.services.polling import PollContext, poll_inbox, polling_scheduled
 from sendwell.services.sending import Outcome
 from tests.deployment import Deployment, emails_to, forget_sent_emails
 from tests.provider_sandbox import ProviderSandbox, SendWorld
@@ -168,6 +168,7 @@ def test_sender_side_blocks_never_bounce_the_prospect_and_pause_a_refused_inbox_
     now = gmail.start + timedelta(minutes=15)
     poll_inbox(ctx, gmail.inbox(), now=now)
     baseline = gmail.inbox().poll_cursor
+    gmail.inbox().update(actions=polling_scheduled(gmail.models.inbox))  # connected: it has a poll slot
     _drain(aws, url)
     refused = range(bounces.BLOCK_PAUSE_MIN)
     for i in refused:
@@ -184,7 +185,7 @@ def test_sender_side_blocks_never_bounce_the_prospect_and_pause_a_refused_inbox_
     inbox = gmail.inbox()
     assert inbox.paused and "refused" in (inbox.paused_reason or "")
     assert inbox.blocks_today == bounces.BLOCK_PAUSE_MIN
-    assert inbox.next_poll_at is not None  # a paused inbox is still polled: replies still stop sequences
+    assert inbox.poll_shard is not None  # a paused inbox is still polled: replies still stop sequences
     [notice] = emails_to(ADMIN)
     assert ALICE in notice.subject
     assert [e["type"] for e in _drain(aws, url)] == ["inbox.paused"]

@@ -535,7 +535,7 @@ def test_a_link_for_a_connected_inbox_renews_its_sign_in_without_pausing_it(worl
         identity_issuer=bob.tid,
         identity_subject=bob.oid,
         poll_shard="0",
-        next_poll_at=int(time.time()) + 120,
+        poll_slot=0,
     )
     visitor = world.visitor()
     link = world.link("ibx_m365")

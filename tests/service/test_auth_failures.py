@@ -155,7 +155,7 @@ def seed_inbox(aws: Deployment, inbox_id: str = INBOX, *, address: str = ADDRESS
         created_at=T0 - timedelta(days=30),
         status=InboxStatus.CONNECTED.value,
         poll_shard="1",
-        next_poll_at=epoch(T0),
+        poll_slot=0,
     ).save()
 
 

@@ -142,7 +142,7 @@ def stored(world: Harness, inbox: Inbox) -> Inbox:
 
 
 def trip(world: Harness, count: int, capsys: pytest.CaptureFixture[str] | None = None) -> list[Inbox]:
-    inboxes = [world.add_inbox(poll_shard="0", next_poll_at=int(world.now.timestamp())) for _ in range(count)]
+    inboxes = [world.add_inbox() for _ in range(count)]
     for inbox in inboxes:
         world.enroll(inbox)
     records = [record(world, inbox, refused_password()) for inbox in inboxes]
@@ -200,12 +200,7 @@ def test_fifty_inboxes_failing_at_once_raise_one_alarm_disconnect_none_and_mail_
 
     # The cause is fixed: each held inbox's next poll signs in, and that releases it, silently.
     world.now += timedelta(minutes=5)
-    for inbox in inboxes:
-        world.aws.models.inbox.get(inbox.inbox_id).update(
-            actions=[world.aws.models.inbox.next_poll_at.set(int(world.now.timestamp()))]
-        )
-    for _ in range(3):
-        world.invoke("PollFunction", {}, fail_at=None, kind="")
+    world.poll(*inboxes)
     for inbox in inboxes:
         current = stored(world, inbox)
         assert current.status == InboxStatus.CONNECTED and current.held_since is None and current.held_reason is None
@@ -252,11 +247,11 @@ def test_an_inbox_still_failing_once_the_breaker_has_closed_is_disconnected_prop
 
 
 def test_a_poll_that_signs_in_after_the_failure_ends_the_settling_silently(world: Harness) -> None:
-    inbox = world.add_inbox(poll_shard="0", next_poll_at=int(world.now.timestamp()))
+    inbox = world.add_inbox()
     assert deliver(world, [record(world, inbox, refused_password(), "poll")]) == set()
     assert stored(world, inbox).held_reason == "settling"
     world.now += timedelta(minutes=1)
-    world.invoke("PollFunction", {}, fail_at=None, kind="")  # the memory mailbox signs in fine
+    world.poll(inbox)  # the memory mailbox signs in fine
     again = come_back(world)
     assert deliver(world, again) == set() and LATER.queued == []
     current = stored(world, inbox)

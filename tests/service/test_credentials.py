@@ -133,10 +133,10 @@ def test_a_sign_in_copied_to_another_inbox_or_given_another_version_does_not_ope
 
 
 def test_a_sealed_sign_in_that_does_not_open_fails_its_poll_alone(world: World) -> None:
-    broken = world.add_inbox("ibx_broken", poll_shard="0", next_poll_at=0)
+    broken = world.add_inbox("ibx_broken", poll_shard="0", poll_slot=polling.slots_due(NOW)[0])
     item = world.models.credentials.get(broken.inbox_id, consistent_read=True)
     item.update(actions=[world.models.credentials.ciphertext.set(bytes(item.ciphertext)[:-1] + b"\0")])
-    healthy = world.add_inbox("ibx_healthy", poll_shard="0", next_poll_at=0)
+    healthy = world.add_inbox("ibx_healthy", poll_shard="0", poll_slot=polling.slots_due(NOW)[0])
     results = {r.inbox_id: r for r in polling.poll_due_inboxes(world.poll_context(), now=NOW)}
     assert results[broken.inbox_id].failure is not None
     assert results[healthy.inbox_id].failure is None

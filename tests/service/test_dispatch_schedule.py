@@ -115,18 +115,30 @@ def test_disconnected_and_paused_inboxes_leave_the_send_index_and_starve_no_one(
     assert [r.enrollment_id for r in drain_sends(world)] == ["enr_paused"]
 
 
-def test_the_lag_counts_inboxes_no_tick_reached(world: World) -> None:
-    for number in range(3):
-        inbox = world.add_inbox(f"ibx_lag{number}")
+def test_the_lag_counts_how_long_each_turn_waited_and_a_send_moves_no_index_key(world: World) -> None:
+    inboxes = [world.add_inbox(f"ibx_lag{number}") for number in range(3)]
+    for number, inbox in enumerate(inboxes):
         world.enroll(f"enr_lag{number}", inbox=inbox, due=NOW - timedelta(minutes=10 + number))
-    # The oldest of them has waited 12 minutes (the main inbox has nothing due: it is not on the index).
-    assert dispatch_lag_seconds(world.models, now=NOW) == 12 * 60
-    dispatch_due_steps(world.models, send_queue(world), now=NOW)
-    # Enqueued, not yet sent: still waiting for its turn to be taken, so the lag stays.
-    assert dispatch_lag_seconds(world.models, now=NOW) == 12 * 60
-    for request in drain_sends(world):
-        assert send_step(world.send_context(), request, now=NOW, redelivered=False) is Outcome.SENT
-    assert dispatch_lag_seconds(world.models, now=NOW) == 0
+    # A worker that runs short of time decides the first chunk; the others wait for the next tick.
+    ids = [i.inbox_id for i in inboxes]
+    first = dispatch_inboxes(world.models, send_queue(world), ids, now=NOW, time_left=lambda: 1, chunk=1)
+    assert (first.enqueued, first.unfinished, first.lag_seconds) == (1, 2, 10 * 60)
+    later = NOW + timedelta(minutes=1)
+    second = dispatch_due_steps(world.models, send_queue(world), now=later)
+    # The first inbox again too (its step is not claimed yet): the send queue keeps one message of it.
+    assert second.enqueued == 3 and second.lag_seconds == 13 * 60  # the oldest turn, left a minute more
+    keys = {i.inbox_id: i.next_send_at for i in world.models.inbox.batch_get(ids)}
+    requests = drain_sends(world)
+    assert sorted(r.enrollment_id for r in requests) == ["enr_lag0", "enr_lag1", "enr_lag2"]
+    for request in requests:
+        assert send_step(world.send_context(), request, now=later, redelivered=False) is Outcome.SENT
+    # The claims set each gap's end outside the index: no key moved.
+    assert {i.inbox_id: i.next_send_at for i in world.models.inbox.batch_get(ids)} == keys
+    # Inside their gaps (60 s): passed over without a write, and not late.
+    writes = Writes(world)
+    with aws_faults() as faults, faults.failing(writes.record, times=10**9):
+        inside = dispatch_due_steps(world.models, send_queue(world), now=later + timedelta(seconds=30))
+    assert (inside.in_gap, inside.enqueued, inside.lag_seconds) == (3, 0, 0) and sum(writes.by_table.values()) == 0
 
 
 def test_the_scheduler_fans_out_batches_and_a_worker_short_of_time_leaves_the_rest_ready(world: World) -> None:
@@ -147,7 +159,9 @@ def test_the_scheduler_fans_out_batches_and_a_worker_short_of_time_leaves_the_re
 def test_a_wake_never_undercuts_the_gap_after_a_send(world: World) -> None:
     table = world.models.inbox
     sent_at = NOW - timedelta(seconds=10)
-    world.inbox.update(actions=[table.last_sent_at.set(sent_at), table.next_send_at.set(epoch(sent_at) + 60)])
+    world.inbox.update(
+        actions=[table.last_sent_at.set(sent_at), table.gap_until.set(epoch(sent_at) + 60), table.send_shard.remove()]
+    )
     assert schedule.wake(world.models, world.inbox.inbox_id, at=NOW)
     stored = table.get(world.inbox.inbox_id)
     assert stored.send_shard is not None and stored.next_send_at == epoch(sent_at) + 60  # min gap 60 s, jitter 0

@@ -19,6 +19,7 @@ from local.stack import LambdaContext
 from sendwell.adapters.aws import KmsCipher, SnsPublisher, SqsAuthFailureReporter, SqsQueue
 from sendwell.adapters.credentials import CredentialStore
 from sendwell.adapters.once import IdempotentRunner
+from sendwell.clock import epoch
 from sendwell.failures import Failure, FailureKind
 from sendwell.ids import step_message_id
 from sendwell.models import EnrollmentState, Inbox, InboxStatus, new_step, new_window
@@ -35,6 +36,7 @@ from tests.faults import Crash, aws_faults
 from tests.memory_providers import MemoryMailbox, MemoryMailboxes
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
+DUE_SLOT = polling.slots_due(NOW)[0]  # a poll slot that a tick at NOW hands out
 
 
 class World:
@@ -192,7 +194,7 @@ def test_a_throttled_reply_write_keeps_the_cursor_and_stops_no_follow_up_later(w
     world.enroll("enr_reply", step=1, due=NOW + timedelta(days=3))
     world.box().incoming.append(reply(world.inbox, "enr_reply", date=NOW))
     world.models.inbox.get("ibx_main").update(
-        actions=[world.models.inbox.poll_shard.set("0"), world.models.inbox.next_poll_at.set(0)]
+        actions=[world.models.inbox.poll_shard.set("0"), world.models.inbox.poll_slot.set(polling.slots_due(NOW)[0])]
     )
 
     def enrollment_writes(service: str, operation: str, params: dict[str, Any]) -> bool:
@@ -273,8 +275,8 @@ def _ses(aws: Deployment) -> Any:
 def test_one_inbox_whose_credentials_cannot_be_decrypted_does_not_stop_the_others(world: World) -> None:
     """Before: the KMS error of one inbox aborted the whole run. (Its row holds them as rows did
     before credentials had an item: the old way of reading them fails as KMS would.)"""
-    broken = world.add_inbox("ibx_broken", credentials=b"not a KMS ciphertext", poll_shard="0", next_poll_at=0)
-    healthy = world.add_inbox("ibx_healthy", poll_shard="0", next_poll_at=0)
+    broken = world.add_inbox("ibx_broken", credentials=b"not a KMS ciphertext", poll_shard="0", poll_slot=DUE_SLOT)
+    healthy = world.add_inbox("ibx_healthy", poll_shard="0", poll_slot=DUE_SLOT)
     world.enroll("enr_healthy", inbox=healthy, step=1, due=NOW + timedelta(days=3))
     world.box(healthy).incoming.append(reply(healthy, "enr_healthy", date=NOW))
     results = {r.inbox_id: r for r in polling.poll_due_inboxes(world.poll_context(), now=NOW)}
@@ -285,10 +287,11 @@ def test_one_inbox_whose_credentials_cannot_be_decrypted_does_not_stop_the_other
 
 def test_the_poll_function_registers_its_lambda_context_with_idempotency(world: World) -> None:
     """Before: it did not, so a crash mid-message left an in-progress record for 7 days."""
-    handler = world.aws.handler("PollFunction")
+    handler = world.aws.handler("PollWorkerFunction")
     module = sys.modules[handler.__module__]
-    context = LambdaContext(function_name="PollFunction")
-    handler({}, context)
+    context = LambdaContext(function_name="PollWorkerFunction")
+    body = polling.PollBatch(due=epoch(NOW), inbox_ids=[]).to_body()
+    handler({"Records": [{"messageId": "m1", "receiptHandle": "r1", "body": body, "eventSource": "aws:sqs"}]}, context)
     assert module.PARTS.once._config.lambda_context is context
 
 

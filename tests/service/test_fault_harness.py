@@ -44,7 +44,7 @@ from sendwell.ids import step_message_id
 from sendwell.models import EnrollmentState, Inbox, InboxStatus, new_step, new_window
 from sendwell.ports.mailbox import InboundMessage
 from sendwell.ports.messages import AuthFailureReport
-from sendwell.services import links, schedule
+from sendwell.services import links, polling, schedule
 from tests.deployment import Deployment, deployed, emails_to, forget_sent_emails
 from tests.faults import FAULT_KINDS, AwsFaults, Crash, aws_faults
 from tests.memory_providers import MemoryMailbox, MemoryMailboxes
@@ -120,6 +120,18 @@ class Harness:
                 return handler(event, ShortLivedContext(function_name=logical_id))
             except (Crash, Exception):  # noqa: BLE001 - any failed invocation is retried by AWS
                 return None
+
+    def poll(self, *inboxes: Inbox, fail_at: int | None = None, kind: str = "") -> None:
+        """One poll tick: the scheduler, then the workers, for ``inboxes`` (their slots put in the
+        minute just ended) and whatever else is due."""
+        table = self.aws.models.inbox
+        for inbox in inboxes:
+            table.get(inbox.inbox_id).update(
+                actions=[table.poll_shard.set("0"), table.poll_slot.set(polling.slots_due(self.now)[0])]
+            )
+        self.invoke("PollFunction", {}, fail_at=fail_at, kind=kind)
+        while deliver_queue(self, "PollQueue", "PollWorkerFunction", fail_at=fail_at, kind=kind):
+            pass
 
     def add_inbox(
         self,
@@ -321,13 +333,13 @@ def poll_scenario(harness: Harness) -> Callable[[int | None, str], str]:
     models = harness.aws.models
 
     def run(fail_at: int | None, kind: str) -> str:
-        inbox = harness.add_inbox(poll_shard="0", next_poll_at=int(harness.now.timestamp()))
+        inbox = harness.add_inbox()
         enrollment_id = harness.enroll(inbox, step_index=1, due=harness.now + timedelta(days=3))
         prospect = f"{enrollment_id}@prospect.example"
         box = harness.mailboxes.boxes[inbox.inbox_id]
         box.incoming.append(reply_to(inbox.address, prospect, step_message_id(enrollment_id, 0, inbox.address)))
         for _ in range(6):
-            harness.invoke("PollFunction", {}, fail_at=fail_at, kind=kind)
+            harness.poll(inbox, fail_at=fail_at, kind=kind)
             harness.now += timedelta(minutes=6)
             stored = models.inbox.get(inbox.inbox_id, consistent_read=True)
             if stored.poll_cursor == "1":
@@ -342,7 +354,7 @@ def poll_scenario(harness: Harness) -> Callable[[int | None, str], str]:
             assert enrollment.state in (EnrollmentState.REPLIED, EnrollmentState.ACTIVE), where
             outcome = "replied, cursor not yet saved" if enrollment.state == EnrollmentState.REPLIED else "pending"
         # This inbox is done: off the poll index, so the next scenario polls only its own.
-        stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()])
+        stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.poll_slot.remove()])
         if fail_at is not None and harness.faults.injected is None:
             outcome = "no fault reached"
         return outcome if fail_at is not None or outcome != "replied" else "clean"
@@ -536,7 +548,7 @@ def reconnect_scenario(harness: Harness) -> Callable[[int | None, str], str]:
         enrollment = models.enrollment.get(enrollment_id, consistent_read=True)
         assert enrollment.state == EnrollmentState.ACTIVE and enrollment.due_at is not None, f"step lost ({where})"
         outcome = f"connected, {told}"
-        stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()])
+        stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.poll_slot.remove()])
         models.enrollment.get(enrollment_id).delete()
         if fail_at is not None and harness.faults.injected is None:
             outcome = "no fault reached"
@@ -641,7 +653,7 @@ def test_a_reconnect_whose_task_was_lost_is_queued_again_by_the_reminders_and_fi
     harness.now += timedelta(minutes=16)
     assert "requeued" not in harness.invoke("RemindersFunction", {}, fail_at=None, kind="")
     assert models.inbox.get(inbox.inbox_id).attention_at is None
-    stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.next_poll_at.remove()])
+    stored.update(actions=[models.inbox.poll_shard.remove(), models.inbox.poll_slot.remove()])
 
 
 def accept_new_passwords(harness: Harness) -> None:

@@ -178,7 +178,7 @@ def test_the_transformed_template_deploys_into_moto(monkeypatch: pytest.MonkeyPa
             assert layers == ["AWS::Lambda::LayerVersion"] * 2
         logs = session.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
         functions = resources_of_type(TEMPLATE, "AWS::Serverless::Function")
-        assert len(logs) == len(functions) == 9 and {g["retentionInDays"] for g in logs} == {30}
+        assert len(logs) == len(functions) == 10 and {g["retentionInDays"] for g in logs} == {30}
         dead_letter = session.client("sqs").get_queue_attributes(
             QueueUrl=outputs["SendQueueUrl"], AttributeNames=["RedrivePolicy"]
         )["Attributes"]["RedrivePolicy"]

@@ -164,8 +164,10 @@ def test_every_alarm_tells_the_encrypted_ops_topic_when_it_fires_and_when_it_rec
 
 
 def test_the_alarms_watch_the_queue_age_the_lags_disconnects_app_config_notices_and_the_api() -> None:
-    found = {(w.namespace, w.metric): w for w in map(watched, alarms(TEMPLATE).values())}
-    assert referenced(found["AWS/SQS", "ApproximateAgeOfOldestMessage"].dimensions["QueueName"]) == "SendQueue"
+    every = list(map(watched, alarms(TEMPLATE).values()))
+    found = {(w.namespace, w.metric): w for w in every}
+    aged = {referenced(w.dimensions["QueueName"]) for w in every if w.metric == "ApproximateAgeOfOldestMessage"}
+    assert aged == {"SendQueue", "DispatchQueue", "PollQueue"}  # sends waiting; batches no worker has taken
     for metric in ("5xx", "Latency"):
         assert found["AWS/ApiGateway", metric].dimensions == {"ApiId": {"Ref": "HttpApi"}}
     for metric in (
@@ -209,10 +211,10 @@ def test_the_rate_alarms_divide_by_emails_sent_above_a_minimum_volume(
 def test_the_dashboard_sums_the_poll_functions_inbound_lines_by_inbox_and_campaign() -> None:
     (widget,) = [w for w in dashboard()["widgets"] if w["type"] == "log"]
     query = widget["properties"]["query"]
-    assert query.startswith("SOURCE '/aws/lambda/PollFunction'")
+    assert query.startswith("SOURCE '/aws/lambda/PollWorkerFunction'")
     assert "filter message = 'inbound'" in query and "by inbox_id, campaign_id, kind" in query
-    # The fields it reads are the ones the poll function logs.
-    poll_app = (ROOT / "functions/poll/poll_app.py").read_text(encoding="utf-8")
+    # The fields it reads are the ones the poll worker logs.
+    poll_app = (ROOT / "functions/poll/poll_worker_app.py").read_text(encoding="utf-8")
     assert re.search(
         r'logger\.info\(\s*"inbound",\s*extra=\{"inbox_id".*"campaign_id".*"kind".*"count"', poll_app, re.S
     )

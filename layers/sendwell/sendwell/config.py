@@ -262,6 +262,18 @@ class DispatchSettings(CoreSettings, SendQueueSettings, DispatchWorkSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PollWorkSettings:
+    poll_queue_url: str
+
+    _VARIABLES: ClassVar[Mapping[str, str]] = {"poll_queue_url": "SENDWELL_POLL_QUEUE_URL"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollScheduleSettings(CoreSettings, PollWorkSettings):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
 class SendSettings(
     CoreSettings,
     SendQueueSettings,
@@ -277,6 +289,7 @@ class SendSettings(
 @dataclass(frozen=True, kw_only=True)
 class PollSettings(
     CoreSettings,
+    PollWorkSettings,  # a worker short of time hands the rest of its batch on
     AuthFailureQueueSettings,
     EventsSettings,
     IdempotencySettings,
@@ -370,6 +383,7 @@ class Settings(
     SendQueueSettings,
     SendDeadLetterSettings,
     DispatchWorkSettings,
+    PollWorkSettings,
 ):
     """Every part: the whole deployment, for the local stack, the CLI, tests and benchmarks."""
 

@@ -10,10 +10,11 @@ Index design (each GSI write costs a write unit, so every index is sparse or KEY
   (their inbox's id), so one query gives an inbox's waiting steps, oldest first.
 - ``Inbox.send_index``: KEYS_ONLY; only inboxes that can send carry ``send_shard``, keyed by
   ``next_send_at``: dispatch reads the inboxes whose turn has come (``sendwell.services.schedule``),
-  never the steps that wait behind them.
+  never the steps that wait behind them. A send does not move the key (the claim sets ``gap_until``).
 - ``Enrollment.inbox_index``: KEYS_ONLY, keyed on attributes that never change, so it costs one
   index write per enrollment, ever.
-- ``Inbox.poll_index``: only connected, unpaused inboxes carry ``poll_shard``.
+- ``Inbox.poll_index``: KEYS_ONLY; only inboxes that are polled carry ``poll_shard``, keyed by a
+  fixed ``poll_slot`` (a second of the poll cycle) that never moves, so a poll costs no index write.
 - ``Inbox.attention_index``: only inboxes that need a reminder or a degraded notice carry it.
 - ``Enrollment.thread_index``: provider thread id -> enrollment, for replies that name only the
   thread; KEYS_ONLY and written once, when the first message of a thread is sent.
@@ -102,11 +103,11 @@ class BacklogMode(enum.StrEnum):
 
 class PollIndex(GlobalSecondaryIndex["Inbox"]):
     class Meta:
-        index_name = "poll-due"
+        index_name = "poll-slots"
         projection = KeysOnlyProjection()
 
     poll_shard = UnicodeAttribute(hash_key=True)
-    next_poll_at = NumberAttribute(range_key=True)
+    poll_slot = NumberAttribute(range_key=True)
 
 
 class AttentionIndex(GlobalSecondaryIndex["Inbox"]):
@@ -248,18 +249,24 @@ class Inbox(Model):
     # claim makes a duplicate delivery lose instead of sending twice. It also enforces the gap/cap.
     send_claim = UnicodeAttribute(null=True)  # "<enrollment id>:<step>"
     send_lease_until = NumberAttribute(null=True)
-    # Epoch seconds before which the inbox sends nothing, and at which dispatch looks at it next
-    # (sendwell.services.schedule); on the send index while ``send_shard`` is set.
+    # Epoch seconds at which dispatch looks at the inbox next (sendwell.services.schedule); on the
+    # send index while ``send_shard`` is set. The send claim leaves it alone: a send moves no key.
     next_send_at = NumberAttribute(null=True)
+    # Epoch seconds before which the inbox sends nothing: the end of the gap after its last send.
+    gap_until = NumberAttribute(null=True)
     send_shard = UnicodeAttribute(null=True)
     send_index = SendIndex()
     backlog_mode = UnicodeAttribute(default=BacklogMode.PACED.value)
 
-    # Polling (sparse index: only inboxes that should be polled carry poll_shard).
+    # Polling (sparse index: only inboxes that should be polled carry poll_shard). Each is polled
+    # once a cycle at its own second of it, ``poll_slot`` (sendwell.services.polling).
     poll_shard = UnicodeAttribute(null=True)
-    next_poll_at = NumberAttribute(null=True)
+    poll_slot = NumberAttribute(null=True)
     poll_cursor = UnicodeAttribute(null=True)
+    # The last successful poll, written at least every POLL_HEARTBEAT (an idle poll writes nothing
+    # in between); ``poll_failed_at`` is set by a failed poll until one succeeds.
     last_polled_at = UTCDateTimeAttribute(null=True)
+    poll_failed_at = UTCDateTimeAttribute(null=True)
     poll_index = PollIndex()
 
     # Reminders and degraded notices (sparse index).

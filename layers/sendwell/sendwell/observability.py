@@ -33,11 +33,11 @@ REDACTED = "[REDACTED]"
 
 
 class Metric(enum.StrEnum):
-    # dispatch: every minute
+    # dispatch: the scheduler every minute, the workers once per batch of inboxes
     STEPS_ENQUEUED = "StepsEnqueued"
     INBOXES_READY = "InboxesReady"  # inboxes whose turn to send had come, fanned out to the workers
     INBOXES_RESCHEDULED = "InboxesRescheduled"  # moved on to when they can next send (window, cap, due)
-    DISPATCH_LAG = "DispatchLagSeconds"  # how long the inbox waiting longest for its turn has waited
+    DISPATCH_LAG = "DispatchLagSeconds"  # how long after its turn came the most belated inbox was decided
     # Due steps an inbox holds back when it is disconnected (they wait for the reconnect): counted
     # once, by the auth-failure handler that disconnects it.
     DISCONNECTED_BACKLOG = "DisconnectedBacklogSteps"
@@ -54,10 +54,10 @@ class Metric(enum.StrEnum):
     SEND_RECIPIENT_REJECTED_FAILURES = "SendRecipientRejectedFailures"
     SEND_BAD_MESSAGE_FAILURES = "SendBadMessageFailures"
 
-    # poll: every five minutes
+    # poll worker: one per batch of inboxes
     INBOXES_POLLED = "InboxesPolled"
     POLL_FAILURES = "PollFailures"
-    POLL_LAG = "PollLagSeconds"  # how long the most overdue inbox has waited for its poll
+    POLL_LAG = "PollLagSeconds"  # how long after its inboxes' poll slots a batch ran
     # what polling read, one metric per class (INBOUND_METRICS): only mail matched to one of our sends
     REPLIES = "RepliesReceived"
     HARD_BOUNCES = "HardBounces"  # the address is gone: suppressed

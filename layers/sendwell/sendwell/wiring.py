@@ -47,6 +47,7 @@ from sendwell.config import (
     IdempotencySettings,
     IncidentSettings,
     NoticeSettings,
+    PollScheduleSettings,
     PollSettings,
     ProviderSettings,
     ReconnectSettings,
@@ -232,9 +233,25 @@ def send(env: Mapping[str, str]) -> Send:
 
 
 @dataclass(frozen=True, slots=True)
+class PollSchedule:
+    """The poll scheduler's parts: the poll index, and the queue of batches for the poll workers."""
+
+    models: Models
+    work_queue: SqsQueue
+
+
+def poll_schedule(env: Mapping[str, str]) -> PollSchedule:
+    settings = load(PollScheduleSettings, env)
+    return PollSchedule(
+        models=_models(settings), work_queue=SqsQueue(_Aws(settings.region).client("sqs"), settings.poll_queue_url)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Poll:
     context: PollContext
     once: IdempotentRunner
+    work_queue: SqsQueue  # where a worker short of time hands the rest of its batch
 
 
 def poll(env: Mapping[str, str]) -> Poll:
@@ -243,7 +260,11 @@ def poll(env: Mapping[str, str]) -> Poll:
     models = _models(settings)
     store = _credentials(aws, settings, models)
     once = _once(aws, settings)
-    return Poll(context=_poll_context(aws, settings, models, store, once), once=once)
+    return Poll(
+        context=_poll_context(aws, settings, models, store, once),
+        once=once,
+        work_queue=SqsQueue(aws.later("sqs"), settings.poll_queue_url),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,7 +183,6 @@ def _disconnect(ctx: IncidentContext, inbox: Inbox, report: AuthFailureReport, n
         # Nothing to poll with any more; the reconnect schedules polling again. Pending steps are
         # not touched: dispatch skips a disconnected inbox, so they wait, due, for the reconnect.
         table.poll_shard.remove(),
-        table.next_poll_at.remove(),
         table.send_shard.remove(),  # off the send index too: the reconnect puts it back
         # A degraded spell ends here: the inbox is now plainly disconnected.
         table.transient_since.remove(),

@@ -114,7 +114,7 @@ def _catch_up(
         table.incident_id.remove(),
         table.reminders_sent.set(0),
         table.reconnect_outcome.set(outcome.to_json()),
-        *polling_scheduled(table, now=now),
+        *polling_scheduled(table),
     ]
     if backlog.held:
         actions.append(table.paused.set(True))

@@ -3,10 +3,13 @@
 Dispatch schedules inboxes, not steps (see ``sendwell.services.schedule``). Every minute the
 scheduler lists the inboxes on the send index whose ``next_send_at`` has come and fans them out in
 batches to dispatch workers, which run concurrently. For each inbox a worker reads its oldest due
-steps from the per-inbox due index and either enqueues the one it may send now (the send claim
-then moves the inbox on by its gap) or moves the inbox's ``next_send_at`` to when it can send:
-its window opens, its cap resets, its next step becomes due. The waiting steps are never
-rewritten, so a backlog of any size costs one decision per send, not a write per step per tick.
+steps from the per-inbox due index and either enqueues the one it may send now or moves the
+inbox's ``next_send_at`` to when it can send: its window opens, its cap resets, its next step
+becomes due. The waiting steps are never rewritten, so a backlog of any size costs one decision
+per send, not a write per step per tick. A send does not move the inbox in the index (the claim
+sets ``gap_until``): the next ticks find it ready and pass over it, without a write, until its gap
+is over; only a gap longer than GAP_RECHECK_LIMIT is worth a move (a read a tick costs less than
+the three write units of moving the key, up to about that many ticks).
 
 Disconnected, reconnecting, paused and held inboxes leave the send index and are woken by the
 reconnect, the resume or the end of the hold; their steps stay untouched, and the backlog release
@@ -30,6 +33,8 @@ from sendwell.pacing import SendingWindow, next_send_time
 from sendwell.ports.messages import QueuedMessage, SendRequest
 from sendwell.ports.platform import MessageQueue
 from sendwell.services import schedule
+from sendwell.services.fan_out import SQS_BATCH
+from sendwell.services.fan_out import fan_out as fan_out_ids
 from sendwell.services.inbox_health import replies_are_current
 from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
 from sendwell.services.lookups import find_campaign
@@ -38,13 +43,16 @@ from sendwell.services.polling import POLL_INTERVAL
 # Due steps read per inbox: enough to pass follow-ups held for replies and steps of campaigns whose
 # window is shut, to reach one that may go. The rest wait their turn in the index, untouched.
 STEP_LOOKAHEAD = 25
-# An inbox with nothing waiting is looked at again this late; anything due sooner wakes it.
-IDLE_RECHECK = timedelta(days=1)
+# An inbox with nothing waiting is looked at again this late; anything due sooner wakes it. Short
+# enough that a wake lost to a fault delays a step by hours at most, not days.
+IDLE_RECHECK = timedelta(hours=6)
 # Follow-ups wait for polling to catch up; dispatch looks again after one poll interval.
 REPLIES_RECHECK = POLL_INTERVAL
+# An inbox inside its gap is read again each tick up to this long before its gap ends; past that,
+# it is moved on to the end of its gap (a write of one unit and two index writes).
+GAP_RECHECK_LIMIT = timedelta(minutes=10)
 # Inboxes one worker message carries: a batch read (100 keys) and well inside the worker's timeout.
 BATCH_SIZE = 100
-SQS_BATCH = 10  # sends are put on the queue as they are decided, ten at a time (SQS's batch limit)
 
 
 @dataclass
@@ -52,6 +60,11 @@ class DispatchReport:
     inboxes: int = 0  # inboxes looked at
     enqueued: int = 0
     rescheduled: int = 0  # inboxes moved on to when they can next send
+    in_gap: int = 0  # inboxes passed over, without a write, until the gap after their last send ends
+    # How long after its turn came the most belated inbox of the batch was decided: the later of
+    # its next_send_at and the end of its gap. Inboxes a tick never reaches are offered again, and
+    # count when they are decided.
+    lag_seconds: int = 0
     skipped_inboxes: dict[str, str] = field(default_factory=dict)  # inbox id -> why
     # Follow-ups held because the inbox's replies are not known to be current (polling is behind).
     held_for_replies: int = 0
@@ -61,35 +74,18 @@ class DispatchReport:
         self.inboxes += other.inboxes
         self.enqueued += other.enqueued
         self.rescheduled += other.rescheduled
+        self.in_gap += other.in_gap
+        self.lag_seconds = max(self.lag_seconds, other.lag_seconds)
         self.skipped_inboxes.update(other.skipped_inboxes)
         self.held_for_replies += other.held_for_replies
         self.unfinished += other.unfinished
-
-
-def dispatch_lag_seconds(models: Models, *, now: datetime) -> int:
-    """How long the inbox waiting longest for its turn has waited: 0 when every turn was taken.
-
-    Read from the head of the send index, so it counts inboxes that no tick reached, and an
-    inbox whose step was enqueued but not yet sent (the send claim moves it on).
-    """
-    oldest = schedule.oldest_ready_at(models, now=now)
-    return 0 if oldest is None else max(0, epoch(now) - oldest)
 
 
 def fan_out(models: Models, work: MessageQueue, *, now: datetime, batch_size: int = BATCH_SIZE) -> int:
     """The scheduler: put every inbox whose turn has come on the work queue, in batches, as the
     index is read. How many inboxes. An inbox offered twice (its batch not yet run when the next
     tick comes) is harmless: its step is deduplicated by the send queue and claimed once."""
-    count = 0
-    pending: list[QueuedMessage] = []
-    for ids in batched(schedule.ready_inbox_ids(models, now=now), batch_size):
-        pending.append(QueuedMessage(body=",".join(ids)))
-        count += len(ids)
-        if len(pending) == SQS_BATCH:
-            work.send_batch(pending)
-            pending = []
-    work.send_batch(pending)
-    return count
+    return fan_out_ids(work, schedule.ready_inbox_ids(models, now=now), batch_size=batch_size, body=",".join)
 
 
 def inbox_ids_of(body: str) -> list[str]:
@@ -149,6 +145,15 @@ def _dispatch_inbox(
         else:
             schedule.leave(models, inbox)  # its reconnect, resume or the end of its hold wakes it
         return None
+    gap_until = int(inbox.gap_until or 0)
+    if gap_until > epoch(now):
+        if gap_until - epoch(now) > GAP_RECHECK_LIMIT.total_seconds():
+            _reschedule(models, inbox, datetime.fromtimestamp(gap_until, now.tzinfo), report)
+        else:
+            report.in_gap += 1
+        return None
+    turn = max(int(inbox.next_send_at or epoch(now)), gap_until)
+    report.lag_seconds = max(report.lag_seconds, epoch(now) - turn)
     due = models.enrollment.due_index
     steps = list(due.query(inbox.inbox_id, models.enrollment.due_at <= epoch(now), limit=STEP_LOOKAHEAD))
     if not steps:

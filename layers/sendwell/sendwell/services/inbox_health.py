@@ -13,8 +13,13 @@ from sendwell.clock import epoch
 from sendwell.models import POLL_SHARDS, Inbox
 
 DEGRADED_AFTER = timedelta(hours=24)
-# Replies are known to be current while the last successful poll is at most this many poll
-# intervals old; follow-ups wait otherwise (a reply may be sitting unread).
+# A poll that finds nothing new writes nothing, except that a working inbox's ``last_polled_at`` is
+# written at least this often: an idle poll costs no write most of the time.
+POLL_HEARTBEAT = timedelta(minutes=30)
+# Replies are known to be current while no poll has failed since the last success, and that success
+# is at most the heartbeat and this many poll intervals old; follow-ups wait otherwise (a reply may
+# be sitting unread). A failed poll is written at once, so a failing inbox holds its follow-ups
+# from its first failure; the age only catches polling that stopped running altogether.
 REPLIES_CURRENT_INTERVALS = 2
 # The attention index is spread over partitions like the poll index.
 ATTENTION_SHARDS = POLL_SHARDS
@@ -37,9 +42,11 @@ def degraded_watch(table: type[Inbox], *, now: datetime, after: timedelta = DEGR
 
 
 def replies_are_current(inbox: Inbox, *, now: datetime, poll_interval: timedelta) -> bool:
-    """Whether the inbox's last successful poll is recent enough to send it a follow-up."""
+    """Whether the inbox's polls are working, recently enough to send it a follow-up."""
     last = inbox.last_polled_at
-    return last is not None and now - last <= poll_interval * REPLIES_CURRENT_INTERVALS
+    if last is None or inbox.poll_failed_at is not None:
+        return False
+    return now - last <= POLL_HEARTBEAT + poll_interval * REPLIES_CURRENT_INTERVALS
 
 
 def reconnect_watch(table: type[Inbox], *, now: datetime) -> list[Action]:

@@ -4,13 +4,22 @@ Each poll is incremental (Gmail history id, Graph delta link, IMAP UIDVALIDITY +
 cursor is saved only after its messages were processed. A crash means the same messages are
 processed again, which is harmless: every state change is a conditional write that happens once,
 log entries are keyed on the provider's message id, and events go through ``Once``.
+
+Scheduling. Every polled inbox has a fixed second of the five-minute cycle, ``poll_slot``, on the
+KEYS_ONLY poll index. Every minute the scheduler reads the slots of the minute just ended and fans
+those inboxes out in batches to poll workers, which run concurrently: each inbox is polled once a
+cycle, 0-60 s after its slot, at any number of inboxes, and a poll never moves an index key. An
+idle poll (nothing new, nothing to clear) writes nothing at all; the stored cursor still reads
+from where it did, and ``last_polled_at`` is written at least every POLL_HEARTBEAT.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -26,16 +35,26 @@ from sendwell.ids import parse_step_message_id, parse_step_ref
 from sendwell.inbound import InboundKind, InboundVerdict, classify_inbound, parse_message_ids
 from sendwell.models import POLL_SHARDS, Enrollment, EnrollmentState, Inbox, InboxStatus, Models, SuppressionReason
 from sendwell.ports.mailbox import InboundMessage, Mailboxes
-from sendwell.ports.messages import AuthFailureReport
-from sendwell.ports.platform import AuthFailureReporter, EventPublisher, Mailer, Once
+from sendwell.ports.messages import AuthFailureReport, MalformedMessage
+from sendwell.ports.platform import AuthFailureReporter, EventPublisher, Mailer, MessageQueue, Once
 from sendwell.services import activity, bounces, enrollment_states, schedule, suppression
 from sendwell.services.bounces import Bounce, Returned
 from sendwell.services.campaigns import enrollment_id_for, stop_address
-from sendwell.services.inbox_health import degraded_watch
+from sendwell.services.fan_out import fan_out as fan_out_ids
+from sendwell.services.inbox_health import POLL_HEARTBEAT, degraded_watch
 from sendwell.services.lookups import campaigns_on
 from sendwell.writes import WriteNotDone
 
-POLL_INTERVAL = timedelta(minutes=5)
+POLL_INTERVAL = timedelta(minutes=5)  # the cycle: every inbox is polled once in it, at its slot
+_CYCLE_SECONDS = int(POLL_INTERVAL.total_seconds())
+TICK_SECONDS = 60  # the scheduler runs every minute (a divisor of the cycle: a tick's slots never wrap)
+# Inboxes one worker message carries: ten polls of a few hundred milliseconds each, far inside the
+# worker's timeout even when a mailbox has a day of mail waiting.
+BATCH_SIZE = 10
+# Polls a worker has at its providers at once.
+POLL_THREADS = BATCH_SIZE
+# A worker starts no poll with less time left than this: it hands what is left to another worker.
+POLL_TIME_RESERVE_SECONDS = 30
 DEFAULT_SENDER_LIMIT_PAUSE = timedelta(hours=24)
 FIRST_POLL_LOOKBACK = timedelta(days=3)
 RESYNC_MARGIN = timedelta(hours=1)
@@ -61,7 +80,6 @@ class PollContext:
     # What one inbox's poll can fail with besides its provider (AWS faults, a write that kept
     # failing, credentials that can't be decrypted): the run goes on with the other inboxes.
     isolated: tuple[type[Exception], ...] = (WriteNotDone,)
-    interval: timedelta = POLL_INTERVAL
     # Who hears that an inbox was paused for sender-side blocks (no mailer: the event and log only).
     mailer: Mailer | None = None
     admin_emails: Sequence[str] = ()
@@ -79,42 +97,118 @@ class PollResult:
     failure: str | None = None  # the failure code when the poll could not run
 
 
-def polling_scheduled(table: type[Inbox], *, now: datetime) -> list[Action]:
-    """The actions that put an inbox on the poll index, spread over shards and a minute."""
-    return [
-        table.poll_shard.set(str(secrets.randbelow(POLL_SHARDS))),
-        table.next_poll_at.set(epoch(now) + secrets.randbelow(60)),
-    ]
+@dataclass(frozen=True, slots=True)
+class PollBatch:
+    """One worker message: inboxes whose slots had all come by ``due`` (epoch seconds)."""
+
+    due: int
+    inbox_ids: list[str]
+
+    def to_body(self) -> str:
+        return json.dumps({"due": self.due, "inbox_ids": self.inbox_ids})
+
+    @classmethod
+    def from_body(cls, body: str) -> PollBatch:
+        try:
+            data = json.loads(body)
+            due, ids = data["due"], data["inbox_ids"]
+        except (ValueError, TypeError, KeyError) as error:
+            raise MalformedMessage(f"not a poll batch: {error}") from None
+        if not isinstance(due, int) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise MalformedMessage("not a poll batch: due must be a number and inbox_ids a list of ids")
+        return cls(due=due, inbox_ids=ids)
 
 
-def poll_lag_seconds(models: Models, *, now: datetime) -> int:
-    """How long the most overdue inbox has waited for its poll: the head of each poll-index shard."""
+@dataclass
+class PollRun:
+    results: list[PollResult] = field(default_factory=list)
+    lag_seconds: int = 0  # how long after its inboxes' slots the batch started
+    # The inboxes the worker had no time left for, to go back on the work queue for another worker.
+    leftover: PollBatch | None = None
+
+
+def new_poll_place() -> tuple[str, int]:
+    """A poll shard and a second of the cycle, each at random, so that inboxes spread evenly over
+    the index's partitions and over the cycle."""
+    return str(secrets.randbelow(POLL_SHARDS)), secrets.randbelow(_CYCLE_SECONDS)
+
+
+def polling_scheduled(table: type[Inbox]) -> list[Action]:
+    """The actions that put an inbox on the poll index, at a place of its own (``new_poll_place``)."""
+    shard, slot = new_poll_place()
+    return [table.poll_shard.set(shard), table.poll_slot.set(slot)]
+
+
+def slots_due(now: datetime) -> tuple[int, int, int]:
+    """The slots a tick at ``now`` hands out: those of the minute just ended, as (first, last, and
+    the epoch second by which all of them had come). Two ticks in one minute hand out the same
+    slots (a second poll is harmless); a tick missed leaves its inboxes to their next slot."""
+    due = epoch(now) // TICK_SECONDS * TICK_SECONDS
+    first = (due - TICK_SECONDS) % _CYCLE_SECONDS
+    return first, first + TICK_SECONDS - 1, due
+
+
+def scheduled_inbox_ids(models: Models, *, now: datetime) -> Iterator[str]:
+    """The inboxes whose slot is in the minute just ended, shard by shard (keys only)."""
     table = models.inbox
-    overdue = [
-        int(key.next_poll_at)
-        for shard in range(POLL_SHARDS)
-        for key in table.poll_index.query(str(shard), table.next_poll_at <= epoch(now), limit=1)
-        if key.next_poll_at is not None
-    ]
-    return max(0, epoch(now) - min(overdue)) if overdue else 0
-
-
-def poll_due_inboxes(ctx: PollContext, *, now: datetime, limit: int = 200) -> list[PollResult]:
-    """Poll every inbox that is due. One inbox's failure never stops the others: an error of
-    ``ctx.isolated`` (AWS, DynamoDB, KMS faults; a write that kept failing) is its result's
-    ``failure``, its cursor stays where it was, and it is polled again next time."""
-    results: list[PollResult] = []
-    table = ctx.models.inbox
+    first, last, _ = slots_due(now)
     for shard in range(POLL_SHARDS):
-        for key in table.poll_index.query(str(shard), table.next_poll_at <= epoch(now), limit=limit):
-            try:
-                inbox = table.get(key.inbox_id)
-                results.append(poll_inbox(ctx, inbox, now=now))
-            except DoesNotExist:
-                continue
-            except ctx.isolated as error:
-                results.append(PollResult(inbox_id=key.inbox_id, failure=f"error:{type(error).__name__}"))
-    return results
+        for key in table.poll_index.query(str(shard), table.poll_slot.between(first, last)):
+            yield key.inbox_id
+
+
+def fan_out(models: Models, work: MessageQueue, *, now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """The scheduler: put every inbox whose slot has come on the work queue, in batches, as the
+    index is read. How many inboxes."""
+    due = slots_due(now)[2]
+    ids = scheduled_inbox_ids(models, now=now)
+    return fan_out_ids(work, ids, batch_size=batch_size, body=lambda some: PollBatch(due, some).to_body())
+
+
+def poll_batch(
+    ctx: PollContext, batch: PollBatch, *, now: datetime, time_left: Callable[[], float] | None = None
+) -> PollRun:
+    """The worker: poll each inbox of ``batch``. One inbox's failure never stops the others: an
+    error of ``ctx.isolated`` (AWS, DynamoDB, KMS faults; a write that kept failing) is its result's
+    ``failure``, its cursor stays where it was, and it is polled again at its next slot."""
+    run = PollRun(lag_seconds=max(0, epoch(now) - batch.due))
+    ids = list(dict.fromkeys(batch.inbox_ids))
+    # Inboxes taken off polling since the tick (disconnected) have nothing to poll with.
+    inboxes = [inbox for inbox in ctx.models.inbox.batch_get(ids) if inbox.poll_shard is not None]
+
+    def fetch(inbox: Inbox) -> _Fetched | ProviderFailure | PollResult:
+        try:
+            return _fetch(ctx, inbox, now=now, since=None)
+        except ctx.isolated as error:
+            return _isolated(inbox, error)
+
+    # The provider's halves run side by side (a poll is mostly waiting for its provider, and the
+    # function is billed for the wait); the effects are applied one inbox at a time, here.
+    with ThreadPoolExecutor(max_workers=POLL_THREADS) as pool:
+        for start in range(0, len(inboxes), POLL_THREADS):
+            if start and time_left is not None and time_left() < POLL_TIME_RESERVE_SECONDS:
+                run.leftover = PollBatch(batch.due, [inbox.inbox_id for inbox in inboxes[start:]])
+                break
+            some = inboxes[start : start + POLL_THREADS]
+            for inbox, fetched in zip(some, pool.map(fetch, some), strict=True):
+                if isinstance(fetched, PollResult):
+                    run.results.append(fetched)
+                    continue
+                try:
+                    run.results.append(_apply_fetched(ctx, inbox, fetched, now=now))
+                except ctx.isolated as error:
+                    run.results.append(_isolated(inbox, error))
+    return run
+
+
+def _isolated(inbox: Inbox, error: Exception) -> PollResult:
+    return PollResult(inbox_id=inbox.inbox_id, failure=f"error:{type(error).__name__}")
+
+
+def poll_due_inboxes(ctx: PollContext, *, now: datetime) -> list[PollResult]:
+    """One tick in one process: every inbox whose slot is in the minute just ended (tests, benches)."""
+    ids = list(scheduled_inbox_ids(ctx.models, now=now))
+    return poll_batch(ctx, PollBatch(slots_due(now)[2], ids), now=now).results
 
 
 def poll_inbox(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime | None = None) -> PollResult:
@@ -123,7 +217,18 @@ def poll_inbox(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime
     The cursor is saved only after every message's effects are stored: a write that keeps failing
     raises (``WriteNotDone``), and the next poll reads the same messages again.
     """
-    result = PollResult(inbox_id=inbox.inbox_id)
+    return _apply_fetched(ctx, inbox, _fetch(ctx, inbox, now=now, since=since), now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    messages: list[InboundMessage]
+    cursor: str
+
+
+def _fetch(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime | None) -> _Fetched | ProviderFailure:
+    """The provider's half of a poll (sign in, read what is new): no effect of ours, so a worker
+    runs several at once."""
     cursor = inbox.poll_cursor  # the last successful poll's: a catch-up starts there too
     # A resync (no cursor, or the provider forgot it) looks back past the last poll by a margin,
     # and to ``since`` when that is earlier: processing a message twice is harmless, missing one is not.
@@ -131,12 +236,20 @@ def poll_inbox(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime
     if since is not None:
         lookback = min(lookback, since)
     try:
-        mailbox = ctx.mailboxes.open(inbox)
-        messages, new_cursor = mailbox.poll(cursor, since=lookback)
+        messages, new_cursor = ctx.mailboxes.open(inbox).poll(cursor, since=lookback)
     except ProviderFailure as error:
-        result.failure = error.failure.code
-        _on_poll_failure(ctx, inbox, error, now)
+        return error
+    return _Fetched(list(messages), new_cursor)
+
+
+def _apply_fetched(ctx: PollContext, inbox: Inbox, fetched: _Fetched | ProviderFailure, *, now: datetime) -> PollResult:
+    """Our half: act on each message, then save the cursor (one inbox at a time)."""
+    result = PollResult(inbox_id=inbox.inbox_id)
+    if isinstance(fetched, ProviderFailure):
+        result.failure = fetched.failure.code
+        _on_poll_failure(ctx, inbox, fetched, now)
         return result
+    messages, new_cursor = fetched.messages, fetched.cursor
     result.fetched = len(messages)
     lookups = _Lookups(ctx.models, inbox)
     for message in messages:
@@ -147,31 +260,43 @@ def poll_inbox(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime
             provider_thread_id=message.thread_id,
         )
         _apply(ctx, inbox, message, verdict, now, lookups, result)
-    _save_cursor(ctx, inbox, cursor_before=inbox.poll_cursor, cursor_after=new_cursor, now=now)
+    _save_cursor(ctx, inbox, fetched=bool(messages), cursor_after=new_cursor, now=now)
     return result
 
 
-def _save_cursor(
-    ctx: PollContext, inbox: Inbox, *, cursor_before: str | None, cursor_after: str, now: datetime
-) -> None:
+def _save_cursor(ctx: PollContext, inbox: Inbox, *, fetched: bool, cursor_after: str, now: datetime) -> None:
+    """Record a successful poll, unless it was idle: nothing fetched and nothing to clear or fix,
+    with ``last_polled_at`` younger than POLL_HEARTBEAT. An idle poll leaves the stored cursor,
+    which reads from where it did: the next poll sees what this one saw, and nothing is missed."""
     table = ctx.models.inbox
-    actions: list[Any] = [
-        table.poll_cursor.set(cursor_after),
-        table.last_polled_at.set(now),
-        table.transient_since.remove(),
-        table.degraded_notified.set(False),
-    ]
+    cursor_before = inbox.poll_cursor
+    back_on_send_index = inbox.status == InboxStatus.CONNECTED and not inbox.paused and inbox.send_shard is None
+    idle = not (
+        fetched
+        or cursor_before is None
+        or inbox.last_polled_at is None
+        or now - inbox.last_polled_at >= POLL_HEARTBEAT
+        or inbox.poll_failed_at is not None
+        or inbox.transient_since is not None
+        or inbox.held_since is not None
+        or back_on_send_index
+    )
+    if idle:
+        return
+    actions: list[Any] = [table.poll_cursor.set(cursor_after), table.last_polled_at.set(now)]
+    if inbox.poll_failed_at is not None:
+        actions.append(table.poll_failed_at.remove())
+    if inbox.transient_since is not None or inbox.degraded_notified:
+        actions += [table.transient_since.remove(), table.degraded_notified.set(False)]
     if inbox.held_since is not None:
         # The credentials work: whatever held the inbox (a loss being weighed, the breaker) is over.
         actions += [table.held_since.remove(), table.held_reason.remove()]
-    if inbox.status == InboxStatus.CONNECTED:  # paused too: its replies still stop sequences
-        actions.append(table.next_poll_at.set(epoch(now + ctx.interval) + secrets.randbelow(30)))
-        if not inbox.paused and inbox.send_shard is None:
-            # Back on the send index (a hold just ended, or a wake was lost to a fault): a working
-            # inbox that can send is never left off it for longer than a poll interval.
-            actions.append(table.send_shard.set(schedule.send_shard(inbox.inbox_id)))
-            if inbox.next_send_at is None:
-                actions.append(table.next_send_at.set(epoch(now)))
+    if back_on_send_index:
+        # Back on the send index (a hold just ended, or a wake was lost to a fault): a working inbox
+        # that can send is never left off it for longer than a poll interval.
+        actions.append(table.send_shard.set(schedule.send_shard(inbox.inbox_id)))
+        if inbox.next_send_at is None:
+            actions.append(table.next_send_at.set(epoch(now)))
     condition = table.poll_cursor.does_not_exist() if cursor_before is None else table.poll_cursor == cursor_before
     # False: a concurrent poll saved a newer cursor; ours would move it backwards.
     writes.update(inbox, actions=actions, condition=condition)
@@ -183,8 +308,9 @@ def _on_poll_failure(ctx: PollContext, inbox: Inbox, error: ProviderFailure, now
     if failure.kind.is_auth_failure:
         ctx.auth_failures.report(AuthFailureReport.of(inbox, failure, at=now, source="poll"))
     actions: list[Any] = []
-    if inbox.poll_shard is not None:
-        actions.append(table.next_poll_at.set(epoch(now + ctx.interval)))  # retry at the next poll
+    if inbox.poll_failed_at is None:
+        # Follow-ups wait until a poll succeeds again, and that poll is written, whatever it finds.
+        actions.append(table.poll_failed_at.set(now))
     if failure.kind in (FailureKind.TRANSIENT, FailureKind.RATE_LIMITED) and inbox.transient_since is None:
         actions += degraded_watch(table, now=now)  # the start of a spell; a day of it is "degraded"
     if actions:

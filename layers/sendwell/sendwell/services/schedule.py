@@ -5,11 +5,13 @@ hundreds of due steps needs one decision per gap, not one write per waiting step
 steps stay as they are in the per-inbox due index, and only the inbox's ``next_send_at`` moves.
 The sparse send index holds only inboxes that can send (``send_shard`` set), keyed by it.
 
-``next_send_at`` has one meaning for everyone: the inbox sends nothing before it. The send claim
-moves it on by the gap (so the same write that claims a send reschedules the inbox); dispatch
-moves it on to when the inbox can next send (its window opens, its cap resets, its next step is
-due); and anything that makes a step due sooner or an inbox able to send again *wakes* it: brings
-``next_send_at`` forward, never before the gap after its last send.
+``next_send_at`` is when dispatch looks at the inbox next. A send does not move it: the send claim
+sets ``gap_until`` instead, the end of the gap, outside the index (moving the key would cost two
+index writes per email). Dispatch finds the inbox ready again at the next tick; inside a short gap
+it passes over it without a write, past a long one it moves it on. Dispatch also moves it on to
+when the inbox can next send (its window opens, its cap resets, its next step is due); and
+anything that makes a step due sooner or an inbox able to send again *wakes* it: brings
+``next_send_at`` forward, never before the end of the gap.
 
 An inbox that cannot send for a reason that only a person or a reconnect ends (disconnected,
 paused, held) leaves the index; the reconnect, the resume or the end of the hold wakes it.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.condition import Condition
@@ -44,19 +46,6 @@ def ready_inbox_ids(models: Models, *, now: datetime) -> Iterator[str]:
             yield key.inbox_id
 
 
-def oldest_ready_at(models: Models, *, now: datetime) -> int | None:
-    """The earliest ``next_send_at`` that has come: the head of each shard, read whatever a tick
-    gets through, so the lag it gives counts inboxes no tick has reached yet."""
-    table = models.inbox
-    heads = [
-        int(key.next_send_at)
-        for shard in range(SEND_SHARDS)
-        for key in table.send_index.query(str(shard), table.next_send_at <= epoch(now), limit=1)
-        if key.next_send_at is not None
-    ]
-    return min(heads, default=None)
-
-
 def due_steps(models: Models, inbox_id: str, *, now: datetime) -> int:
     """How many of the inbox's steps are due by ``now`` (a count query: no items returned)."""
     return models.enrollment.due_index.count(inbox_id, models.enrollment.due_at <= epoch(now))
@@ -74,11 +63,7 @@ def wake(models: Models, inbox_id: str, *, at: datetime) -> bool:
             inbox = table.get(inbox_id, consistent_read=True)
         except DoesNotExist:
             return False
-        target = epoch(at)
-        if inbox.last_sent_at is not None:
-            # The whole jitter, not the share the last send drew: never sooner than the claim allows.
-            gap = timedelta(seconds=int(inbox.min_gap_seconds) + int(inbox.jitter_seconds))
-            target = max(target, epoch(inbox.last_sent_at + gap))
+        target = max(epoch(at), int(inbox.gap_until or 0))  # never sooner than the claim allows
         if inbox.send_shard is not None and inbox.next_send_at is not None and int(inbox.next_send_at) <= target:
             return True  # already looked at by then
         same_send = (

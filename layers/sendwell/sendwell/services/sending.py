@@ -266,14 +266,16 @@ def _claim_inbox_slot(
         & (table.rate_limited_until.does_not_exist() | (table.rate_limited_until <= now))
     )
     lease_free = table.send_lease_until.does_not_exist() | (table.send_lease_until < epoch(now))
-    sendable = can_send & lease_free & (table.next_send_at.does_not_exist() | (table.next_send_at <= epoch(now)))
+    sendable = can_send & lease_free & (table.gap_until.does_not_exist() | (table.gap_until <= epoch(now)))
     actions: list[Any] = [
         table.send_claim.set(claim),
         # No longer than the gap: the claim is not released after a send, and must not hold up the
         # next one. FIFO delivers one message per inbox at a time, so the gap is cover enough.
         table.send_lease_until.set(epoch(now) + min(SEND_LEASE_SECONDS, max(request.min_gap_seconds, 1))),
         table.last_sent_at.set(now),
-        table.next_send_at.set(epoch(now) + request.min_gap_seconds),
+        # Not next_send_at, the send index's key: moving it would cost two index writes per send.
+        # Dispatch finds the inbox ready again, and reads gap_until (sendwell.services.dispatch).
+        table.gap_until.set(epoch(now) + request.min_gap_seconds),
         table.usage_day.set(day),
     ]
     same_day = table.usage_day == day
@@ -302,8 +304,8 @@ def _claim_inbox_slot(
         # Dispatch will enqueue the step again once the inbox can send; retrying here would only
         # walk the message to the dead-letter queue.
         raise InboxUnavailable(str(current.status))
-    if current.next_send_at and current.next_send_at > epoch(now):
-        raise RetryLater("the inbox's minimum gap", max(5, int(current.next_send_at) - epoch(now)))
+    if current.gap_until and current.gap_until > epoch(now):
+        raise RetryLater("the inbox's minimum gap", max(5, int(current.gap_until) - epoch(now)))
     if current.send_lease_until and current.send_lease_until >= epoch(now):
         raise RetryLater("another send holds the inbox", max(5, int(current.send_lease_until) - epoch(now) + 1))
     # The cap is reached for today: dispatch enqueues the step again on the inbox's next local day
@@ -312,8 +314,8 @@ def _claim_inbox_slot(
 
 
 def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, now: datetime, healthy: bool = True) -> None:
-    """Give the slot back; a refund also un-counts it and frees the gap (nothing was sent), which
-    also has dispatch look at the inbox again at its next tick.
+    """Give the slot back; a refund also un-counts it and frees the gap (nothing was sent), so that
+    dispatch offers the inbox's next step at its next tick.
 
     ``healthy`` says the provider answered: it ends a spell of transient failures (the spell's
     start, ``transient_since``, is what raises a "degraded" notice after a day).
@@ -321,7 +323,7 @@ def _release(models: Models, inbox: Inbox, claim: str, *, refund: bool, now: dat
     table = models.inbox
     actions: list[Any] = [table.send_claim.remove(), table.send_lease_until.remove()]
     if refund:
-        actions += [table.sent_today.add(-1), table.next_send_at.set(epoch(now))]
+        actions += [table.sent_today.add(-1), table.gap_until.remove()]
     if healthy and inbox.transient_since is not None:
         actions += [table.transient_since.remove(), table.degraded_notified.set(False)]
     elif not healthy and inbox.transient_since is None:
