@@ -76,6 +76,7 @@ test: lint typecheck template build pytest
 
 bench: $(BIN)/.installed  # Dovecot is installed by the IMAP server itself when missing
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@echo "== bench/cost_model.py"; $(BIN)/python bench/cost_model.py
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -34,6 +34,7 @@ import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from bench.aws_meter import metered  # noqa: E402
+from bench.results import figure, record  # noqa: E402
 from local.cfn import create_resources, function_environment, load_template, resources_of_type  # noqa: E402
 from local.imapserver import DovecotServer  # noqa: E402
 from local.mailserver import SmtpTestServer  # noqa: E402
@@ -50,7 +51,7 @@ PRICE_PER_MILLION = {
     "write_units": Decimal("0.625"),  # DynamoDB on-demand write request units
     "read_units": Decimal("0.125"),  # DynamoDB on-demand read request units
     "sqs_fifo": Decimal("0.50"),  # SQS FIFO requests (per 64 KB chunk)
-    "kms": Decimal("30.0"),  # $0.03 per 10,000 requests
+    "kms": Decimal("3.0"),  # $0.03 per 10,000 requests
 }
 INBOXES = 50
 
@@ -222,6 +223,15 @@ def main() -> None:
         print(f"  other AWS requests: {dict(other) or 'none'}")
         print(f"  AWS cost per 1,000,000 emails (on-demand): ${cost:,.2f}")
         print(f"  requests by operation: {dict(sorted(meter.requests.items()))}")
+        send_figures = {
+            "emails_sent": figure(emails, "emails"),
+            "write_units_per_email": figure(float(meter.write_units) / emails, "WRU/email"),
+            "read_units_per_email": figure(float(meter.read_units) / emails, "RRU/email"),
+            "dynamodb_requests_per_email": figure(dynamo / emails, "requests/email"),
+            "sqs_requests_per_email": figure(sqs_fifo / emails, "requests/email"),
+            "kms_requests_per_email": figure(kms / emails, "requests/email"),
+            "usd_per_million_emails": figure(float(cost) * 1_000_000, "USD"),
+        }
 
         # Dispatch over 10,000 due steps (all inboxes connected, 200 waiting behind each): CPU per
         # inbox decided, and the writes it makes (none to the waiting steps).
@@ -253,6 +263,8 @@ def main() -> None:
         print(f"dispatch over 10,000 due steps on {report.inboxes} inboxes: enqueued {report.enqueued}")
         print(f"  CPU per inbox decided (moto answers in this same process): {cpu / report.inboxes * 1000:.3f} ms")
         print(f"  DynamoDB requests: {meter.count('dynamodb.')}, write units: {meter.write_units:.1f}")
+        send_figures["dispatch_cpu_ms_per_inbox"] = figure(cpu / report.inboxes * 1000, "ms")
+        record("send", send_figures)
 
 
 if __name__ == "__main__":
