@@ -76,17 +76,20 @@ def referenced(value: Any) -> str:
 
 
 def missing_function_alarms(template: Mapping[str, Any]) -> list[str]:
+    """Each function's Errors alarm; and its throttles watched by the account-wide alarm, which
+    covers it only while no function has concurrency of its own (the account's limit is shared)."""
     have = {
-        (w.metric, referenced(w.dimensions.get("FunctionName")))
+        (w.metric, referenced(w.dimensions.get("FunctionName")) if w.dimensions else "every function")
         for w in map(watched, alarms(template).values())
         if w.namespace == "AWS/Lambda"
     }
-    return [
-        f"{function} {metric}"
-        for function in resources_of_type(template, "AWS::Serverless::Function")
-        for metric in ("Errors", "Throttles")
-        if (metric, function) not in have
-    ]
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    missing = [f"{function} Errors" for function in functions if ("Errors", function) not in have]
+    for function, resource in functions.items():
+        reserved = "ReservedConcurrentExecutions" in resource.get("Properties", {})
+        if reserved or ("Throttles", "every function") not in have:
+            missing.append(f"{function} Throttles")
+    return missing
 
 
 def dead_letter_queues(template: Mapping[str, Any]) -> set[str]:
@@ -129,6 +132,8 @@ def test_a_function_or_queue_added_without_alarms_is_noticed() -> None:
         "Type": "AWS::SQS::Queue",
         "Properties": {"RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": ["ExportDlq", "Arn"]}}},
     }
+    assert missing_function_alarms(grown) == ["ExportFunction Errors"]
+    grown["Resources"]["ExportFunction"]["Properties"]["ReservedConcurrentExecutions"] = 5  # throttled alone
     assert missing_function_alarms(grown) == ["ExportFunction Errors", "ExportFunction Throttles"]
     assert missing_dead_letter_alarms(grown) == ["ExportDlq"]
 

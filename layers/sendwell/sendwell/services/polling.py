@@ -227,8 +227,9 @@ class _Fetched:
 
 
 def _fetch(ctx: PollContext, inbox: Inbox, *, now: datetime, since: datetime | None) -> _Fetched | ProviderFailure:
-    """The provider's half of a poll (sign in, read what is new): no effect of ours, so a worker
-    runs several at once."""
+    """The provider's half of a poll: sign in (a token refresh stores the new tokens, each inbox
+    its own) and read what is new. It touches no enrollment and no poll state, so a worker runs
+    several at once."""
     cursor = inbox.poll_cursor  # the last successful poll's: a catch-up starts there too
     # A resync (no cursor, or the provider forgot it) looks back past the last poll by a margin,
     # and to ``since`` when that is earlier: processing a message twice is harmless, missing one is not.
