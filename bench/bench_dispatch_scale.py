@@ -68,9 +68,9 @@ from moto.dynamodb.models.table import Table  # noqa: E402
 from bench.aws_meter import metered  # noqa: E402
 from bench.ledger import ledger  # noqa: E402
 from bench.results import figure, record  # noqa: E402
-from local.cfn import create_resources, function_environment, load_template, resources_of_type  # noqa: E402
+from bench.stack import deploy  # noqa: E402
+from local.cfn import load_template  # noqa: E402
 from local.stack import LambdaContext, load_handler  # noqa: E402
-from sendwell.config import Settings  # noqa: E402
 from sendwell.models import InboxStatus, Models, bind_models, new_step, new_window  # noqa: E402
 from sendwell.services import schedule  # noqa: E402
 
@@ -196,20 +196,7 @@ def main() -> None:
     out = sys.stdout
     with mock_aws():
         session = boto3.Session(region_name="us-east-1")
-        stack = create_resources(
-            template,
-            session,
-            prefix="scale",
-            parameters={
-                "AdminEmails": "admin@agency.example",
-                "SenderAddress": "notices@agency.example",
-                "SesIdentity": "agency.example",
-            },
-        )
-        for logical_id in resources_of_type(template, "AWS::Serverless::Function"):
-            os.environ.update(function_environment(template, logical_id, stack))
-        os.environ["SENDWELL_PUBLIC_BASE_URL"] = "https://sendwell.agency.example"
-        settings = Settings.from_env(os.environ)
+        stack, settings = deploy(template, session, prefix="scale")
         models = bind_models(settings.tables, region="us-east-1")
         started = time.perf_counter()
         connected, disconnected = build(models, args.inboxes, args.steps)

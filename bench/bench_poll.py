@@ -35,7 +35,8 @@ import requests  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from bench.aws_meter import metered  # noqa: E402
-from local.cfn import create_resources, function_environment, load_template, resources_of_type  # noqa: E402
+from bench.stack import deploy  # noqa: E402
+from local.cfn import load_template  # noqa: E402
 from local.sandbox import Sandbox  # noqa: E402
 from sendwell.adapters.aws import SnsPublisher, SqsAuthFailureReporter, SqsQueue  # noqa: E402
 from sendwell.adapters.credentials import CredentialStore  # noqa: E402
@@ -56,19 +57,7 @@ def main() -> None:
     template = load_template()
     with mock_aws(), Sandbox() as sandbox:
         session = boto3.Session(region_name="us-east-1")
-        stack = create_resources(
-            template,
-            session,
-            prefix="bench",
-            parameters={
-                "AdminEmails": "a@bench.example",
-                "SenderAddress": "n@bench.example",
-                "SesIdentity": "bench.example",
-            },
-        )
-        for logical_id in resources_of_type(template, "AWS::Serverless::Function"):
-            os.environ.update(function_environment(template, logical_id, stack))
-        os.environ["SENDWELL_PUBLIC_BASE_URL"] = "https://sendwell.bench.example"
+        deploy(template, session)
         http = requests.Session()
         http.trust_env, http.verify = False, sandbox.ca_bundle_path
         providers = ProviderSandbox(sandbox, http)

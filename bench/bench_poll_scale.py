@@ -63,7 +63,8 @@ from moto import mock_aws  # noqa: E402
 
 from bench.aws_meter import Meter, metered  # noqa: E402
 from bench.results import figure, record  # noqa: E402
-from local.cfn import create_resources, function_environment, load_template, resources_of_type  # noqa: E402
+from bench.stack import deploy  # noqa: E402
+from local.cfn import load_template  # noqa: E402
 from sendwell.adapters.aws import SnsPublisher, SqsAuthFailureReporter, SqsQueue  # noqa: E402
 from sendwell.adapters.credentials import CredentialStore  # noqa: E402
 from sendwell.adapters.once import IdempotentRunner  # noqa: E402
@@ -115,16 +116,7 @@ def newsletter(number: int, at: datetime) -> InboundMessage:
 
 
 def setup(session: boto3.Session, template: dict[str, Any], count: int) -> tuple[Models, Settings, list[str]]:
-    stack = create_resources(
-        template,
-        session,
-        prefix="bench",
-        parameters={"AdminEmails": "admin@bench.example", "SenderAddress": "n@bench.example"},
-    )
-    for logical_id in resources_of_type(template, "AWS::Serverless::Function"):
-        os.environ.update(function_environment(template, logical_id, stack))
-    os.environ["SENDWELL_PUBLIC_BASE_URL"] = "https://sendwell.bench.example"
-    settings = Settings.from_env(os.environ)
+    _, settings = deploy(template, session)
     models = bind_models(settings.tables, region="us-east-1")
     store = CredentialStore.with_kms(models, session.client("kms"), settings.credentials_key_id)
     ids = [f"ibx_{number:05d}" for number in range(count)]

@@ -35,13 +35,13 @@ from moto import mock_aws  # noqa: E402
 
 from bench.aws_meter import metered  # noqa: E402
 from bench.results import figure, record  # noqa: E402
-from local.cfn import create_resources, function_environment, load_template, resources_of_type  # noqa: E402
+from bench.stack import deploy  # noqa: E402
+from local.cfn import load_template  # noqa: E402
 from local.imapserver import DovecotServer  # noqa: E402
 from local.mailserver import SmtpTestServer  # noqa: E402
 from local.stack import LambdaContext, load_handler  # noqa: E402
 from sendwell.adapters.aws import SqsQueue  # noqa: E402
 from sendwell.adapters.credentials import CredentialStore  # noqa: E402
-from sendwell.config import Settings  # noqa: E402
 from sendwell.models import InboxStatus, bind_models, new_step, new_window  # noqa: E402
 from sendwell.services import dispatch as dispatch_service  # noqa: E402
 from sendwell.services import schedule  # noqa: E402
@@ -75,20 +75,7 @@ def main() -> None:
     template = load_template()
     with mock_aws(), SmtpTestServer(users={}) as smtp, DovecotServer() as dovecot:
         session = boto3.Session(region_name="us-east-1")
-        stack = create_resources(
-            template,
-            session,
-            prefix="bench",
-            parameters={
-                "AdminEmails": "admin@bench.example",
-                "SenderAddress": "n@bench.example",
-                "SesIdentity": "bench.example",
-            },
-        )
-        for logical_id in resources_of_type(template, "AWS::Serverless::Function"):
-            os.environ.update(function_environment(template, logical_id, stack))
-        os.environ["SENDWELL_PUBLIC_BASE_URL"] = "https://sendwell.bench.example"
-        settings = Settings.from_env(os.environ)
+        _, settings = deploy(template, session)
         models = bind_models(settings.tables, region="us-east-1")
         store = CredentialStore.with_kms(models, session.client("kms"), settings.credentials_key_id)
         start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
