@@ -26,6 +26,10 @@ Prices (us-east-1, on demand, USD, as published at the time of writing):
   something else, so this one is billed), Logs ingestion $0.50 per GB.
 - X-Ray: $5 per million traces recorded, the first 100,000 a month free. Lambda's default sampling
   records the first request each second and 5% of the rest.
+- The always-free tier (every account, every month; a second total assumes an account of
+  sendwell's own): Lambda 1 million requests and 400,000 GB-seconds, SQS 1 million requests, KMS
+  20,000 requests, CloudWatch 10 alarms, 10 custom metrics, 3 dashboards and 5 GB of logs,
+  DynamoDB 25 GB of storage (on-demand requests have none).
 - SES ($0.10 per 1,000) is not counted: inboxes send through their own provider; SES carries only
   notices, a handful a month. EventBridge Scheduler's 14 million free invocations a month cover
   the schedules.
@@ -33,7 +37,8 @@ Prices (us-east-1, on demand, USD, as published at the time of writing):
 Assumptions, where no bench measures it (each printed with the table):
 
 - latency per call inside Lambda: 8 ms DynamoDB, 15 ms SQS, 10 ms KMS; the mail provider: 550 ms per
-  Outlook send (sendMail, then the Sent copy's lookup), 200 ms per Graph delta poll;
+  Outlook send (sendMail, then the Sent copy's lookup), 200 ms per Graph delta poll (a poll worker
+  has POLL_THREADS polls at their providers at once, so each is billed that share of it);
 - Lambda's SQS event source mapping long-polls each queue with 5 connections, one ReceiveMessage
   per 20 s each (657,000 requests a month per mapping), whatever the queue holds;
 - CloudWatch Logs: each invocation also writes Lambda's START, END and REPORT lines (300 bytes);
@@ -58,6 +63,7 @@ sys.path[:0] = [str(ROOT / "layers" / "sendwell"), str(ROOT)]
 from bench.results import figure, load, record, value  # noqa: E402
 from local.cfn import load_template, resources_of_type  # noqa: E402
 from sendwell.observability import Metric  # noqa: E402
+from sendwell.services.polling import POLL_THREADS  # noqa: E402
 
 # Prices, USD.
 WRU = 0.625e-6
@@ -76,6 +82,19 @@ DASHBOARD_MONTH = 3.0
 LOGS_GB = 0.50
 XRAY_TRACE = 5e-6
 XRAY_FREE_TRACES = 100_000
+# AWS's always-free tier, per account and month (not the 12-month trial): the second set of totals
+# is for an account sendwell has to itself. On-demand DynamoDB requests have no free tier.
+FREE = {
+    "lambda_requests": 1_000_000,
+    "lambda_gb_seconds": 400_000,
+    "sqs_requests": 1_000_000,  # priced here at the standard rate
+    "kms_requests": 20_000,
+    "alarms": 10,
+    "metrics": 10,
+    "dashboards": 3,
+    "log_gb": 5,
+    "dynamodb_storage_gb": 25,
+}
 
 # Volumes.
 DAYS = 30.4
@@ -88,6 +107,8 @@ SECONDS = MINUTES * 60
 # Assumptions.
 DYNAMODB_S, SQS_S, KMS_S = 0.008, 0.015, 0.010
 PROVIDER_SEND_S, PROVIDER_POLL_S = 0.55, 0.20
+# A poll worker has POLL_THREADS polls at their providers at once: each poll is billed a share.
+POLL_BILLED_S = PROVIDER_POLL_S / POLL_THREADS
 ESM_REQUESTS_MONTH = 5 * 3 * MINUTES  # 5 long-polling connections, a receive per 20 s each
 PLATFORM_LOG_BYTES = 300
 SCHEDULED_RUN_S = 0.1  # a scheduled run with nothing to do
@@ -244,7 +265,7 @@ def main() -> None:
     lambda_s_per_inbox_month = (
         max(work_s - fixed_s, 0) / max(inboxes_measured * days_measured, 1)
         + EMAILS_PER_INBOX_DAY * PROVIDER_SEND_S
-        + polls_per_inbox_day * PROVIDER_POLL_S
+        + polls_per_inbox_day * POLL_BILLED_S
     ) * DAYS
     queue_invocations_per_email = sum(
         get(results, w, "functions", f, "invocations_per_email", default=0) for f in measured if f not in schedules
@@ -274,6 +295,8 @@ def main() -> None:
         sqs = monthly_emails * (sqs_std * SQS_STANDARD + sqs_fifo * SQS_FIFO) + sum(
             ESM_REQUESTS_MONTH * (SQS_FIFO if fifo else SQS_STANDARD) for fifo in mappings
         )
+        sqs_requests = monthly_emails * (sqs_std + sqs_fifo) + ESM_REQUESTS_MONTH * len(mappings)
+        kms_requests = monthly_emails * email_kms + n * POLLS_PER_INBOX_MONTH * poll_kms
         # KMS
         kms = keys * KMS_KEY_MONTH + (monthly_emails * email_kms + n * POLLS_PER_INBOX_MONTH * poll_kms) * KMS_REQUEST
         # Lambda: invocations and GB-seconds
@@ -288,6 +311,17 @@ def main() -> None:
         metrics = metrics_idle if n == 0 else metrics_all
         cloudwatch = alarms * ALARM_MONTH + metrics * METRIC_MONTH + dashboards * DASHBOARD_MONTH + log_gb * LOGS_GB
         total = dynamodb + sqs + kms + lambda_cost + cloudwatch + xray
+        free_total = total - (
+            min(storage_gb, FREE["dynamodb_storage_gb"]) * STORAGE_GB_MONTH
+            + min(sqs_requests, FREE["sqs_requests"]) * SQS_STANDARD
+            + min(kms_requests, FREE["kms_requests"]) * KMS_REQUEST
+            + min(requests, FREE["lambda_requests"]) * LAMBDA_REQUEST
+            + min(seconds * memory_gb, FREE["lambda_gb_seconds"]) * LAMBDA_GB_SECOND
+            + min(alarms, FREE["alarms"]) * ALARM_MONTH
+            + min(metrics, FREE["metrics"]) * METRIC_MONTH
+            + min(dashboards, FREE["dashboards"]) * DASHBOARD_MONTH
+            + min(log_gb, FREE["log_gb"]) * LOGS_GB
+        )
         rows.append(
             {
                 "inboxes": n,
@@ -299,6 +333,7 @@ def main() -> None:
                 "cloudwatch": cloudwatch,
                 "xray": xray,
                 "total": total,
+                "total_free_tier": free_total,
             }
         )
     idle = rows[0]["total"]
@@ -322,16 +357,21 @@ def main() -> None:
         + (f"; token refreshes {refresh_wru:.0f} WRU per inbox-month" if refresh_wru else "")
     )
     columns = [("inboxes", 8), ("emails/mo", 11), ("DynamoDB", 10), ("SQS", 8), ("KMS", 8), ("Lambda", 9)]
-    columns += [("CloudWatch", 11), ("X-Ray", 8), ("total", 10), ("per inbox", 10)]
+    columns += [("CloudWatch", 11), ("X-Ray", 8), ("total", 10), ("per inbox", 10), ("free tier", 10)]
     print("  " + " ".join(f"{name:>{width}}" for name, width in columns))
     for row in rows:
         per_inbox = row["total"] / row["inboxes"] if row["inboxes"] else 0.0
         print(
             f"  {row['inboxes']:>8,.0f} {row['emails']:>11,.0f} {row['dynamodb']:>10.2f} {row['sqs']:>8.2f} "
             f"{row['kms']:>8.2f} {row['lambda']:>9.2f} {row['cloudwatch']:>11.2f} {row['xray']:>8.2f} "
-            f"{row['total']:>10.2f} {per_inbox:>10.3f}"
+            f"{row['total']:>10.2f} {per_inbox:>10.3f} {row['total_free_tier']:>10.2f}"
         )
-    print(f"  idle deployment (0 inboxes): ${idle:.2f} a month (target <= $5): {'met' if idle <= 5 else 'NOT met'}")
+    print("  (free tier: the same month in an account of sendwell's own, after AWS's always-free tier)")
+    idle_free = rows[0]["total_free_tier"]
+    print(
+        f"  idle deployment (0 inboxes): ${idle:.2f} a month (target <= $5): {'met' if idle <= 5 else 'NOT met'}; "
+        f"${idle_free:.2f} after the always-free tier: {'met' if idle_free <= 5 else 'NOT met'}"
+    )
     esm = sum(ESM_REQUESTS_MONTH * (SQS_FIFO if fifo else SQS_STANDARD) for fifo in mappings)
     print(
         f"    of which: {alarms} alarms ${alarms * ALARM_MONTH:.2f}, "
@@ -353,8 +393,8 @@ def main() -> None:
     print(
         f"  polling per inbox-month ({POLLS_PER_INBOX_MONTH:,} polls): ${polling_per_inbox:.4f} DynamoDB and KMS "
         f"(target <= $0.02): {'met' if polling_per_inbox <= 0.02 else 'NOT met'}; with Lambda time "
-        f"({PROVIDER_POLL_S * 1000:.0f} ms provider call each): "
-        f"${polling_per_inbox + POLLS_PER_INBOX_MONTH * PROVIDER_POLL_S * memory_gb * LAMBDA_GB_SECOND:.4f}"
+        f"({PROVIDER_POLL_S * 1000:.0f} ms provider call each, {POLL_THREADS} at once): "
+        f"${polling_per_inbox + POLLS_PER_INBOX_MONTH * POLL_BILLED_S * memory_gb * LAMBDA_GB_SECOND:.4f}"
     )
     record(
         "cost_model",
@@ -367,6 +407,7 @@ def main() -> None:
             },
             "idle_usd_month": figure(idle, "USD/month"),
             "idle_target_met": figure("yes" if idle <= 5 else "no", "<= $5"),
+            "idle_usd_month_free_tier": figure(idle_free, "USD/month"),
             "polling_usd_per_inbox_month": figure(polling_per_inbox, "USD/inbox-month"),
             "polling_target_met": figure("yes" if polling_per_inbox <= 0.02 else "no", "<= $0.02"),
             "counts": {
