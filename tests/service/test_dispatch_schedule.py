@@ -20,7 +20,7 @@ from sendwell.adapters.aws import SqsQueue
 from sendwell.clock import epoch
 from sendwell.models import InboxStatus
 from sendwell.ports.messages import SendRequest
-from sendwell.services import bounces, campaigns, inboxes, schedule
+from sendwell.services import bounces, campaigns, inboxes, polling, schedule
 from sendwell.services.dispatch import dispatch_due_steps, dispatch_inboxes, fan_out
 from sendwell.services.sending import Outcome, send_step
 from sendwell.writes import WriteNotDone
@@ -246,3 +246,23 @@ def test_a_soft_bounce_whose_wake_failed_is_woken_by_its_replay(world: World) ->
     retry_at = NOW + bounces.SOFT_RETRY_AFTER[0]
     assert world.models.enrollment.get("enr_soft").due_at == epoch(retry_at)
     assert list(schedule.ready_inbox_ids(world.models, now=retry_at)) == [world.inbox.inbox_id]
+
+
+def test_a_connected_inbox_off_the_poll_index_is_put_back_on_it_by_its_next_dispatch_look(world: World) -> None:
+    """A row from before poll slots (``poll_shard`` and the old ``next_poll_at``, no ``poll_slot``)
+    is on no poll index: its replies would never be read. Dispatch, which looks at every connected
+    inbox at least every IDLE_RECHECK, places it once."""
+    table = world.models.inbox
+    world.inbox.update(actions=[table.poll_shard.set("1"), table.poll_slot.remove()])
+    world.enroll("enr_placed", due=NOW - timedelta(minutes=1))
+    dispatch_due_steps(world.models, send_queue(world), now=NOW)
+    placed = table.get(world.inbox.inbox_id)
+    assert placed.poll_shard is not None and placed.poll_slot is not None and 0 <= placed.poll_slot < 300
+    cycle_start = epoch(NOW) - epoch(NOW) % 300
+    tick = datetime.fromtimestamp(cycle_start + int(placed.poll_slot) // 60 * 60 + 60, NOW.tzinfo)
+    assert world.inbox.inbox_id in set(polling.scheduled_inbox_ids(world.models, now=tick))  # polled in its minute
+    # Once: the next look writes nothing for it.
+    writes = Writes(world)
+    with aws_faults() as faults, faults.failing(writes.record, times=10**9):
+        dispatch_due_steps(world.models, send_queue(world), now=NOW + timedelta(seconds=5))
+    assert writes.by_table["inboxes"] == 0 and table.get(world.inbox.inbox_id).poll_slot == placed.poll_slot

@@ -37,6 +37,7 @@ from tests.memory_providers import MemoryMailbox, MemoryMailboxes
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
 DUE_SLOT = polling.slots_due(NOW)[0]  # a poll slot that a tick at NOW hands out
+AWAY_SLOT = (DUE_SLOT + 150) % 300  # and one it does not
 
 
 class World:
@@ -60,6 +61,9 @@ class World:
             "min_gap_seconds": 60,
             "jitter_seconds": 0,
             "last_polled_at": NOW - timedelta(minutes=1),
+            # Connected, so on the poll index, at a slot a tick at NOW does not hand out.
+            "poll_shard": "0",
+            "poll_slot": AWAY_SLOT,
         }
         inbox = self.models.inbox(**(values | extra))
         inbox.window.tz = "UTC"

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sendwell import writes
 from sendwell.batches import batched
 from sendwell.clock import epoch
 from sendwell.models import Campaign, Inbox, InboxStatus, Models
@@ -38,7 +39,7 @@ from sendwell.services.fan_out import fan_out as fan_out_ids
 from sendwell.services.inbox_health import replies_are_current
 from sendwell.services.limits import campaign_window, jitter_for, limits_of, usage_of
 from sendwell.services.lookups import find_campaign
-from sendwell.services.polling import POLL_INTERVAL
+from sendwell.services.polling import POLL_INTERVAL, polling_scheduled
 
 # Due steps read per inbox: enough to pass follow-ups held for replies and steps of campaigns whose
 # window is shut, to reach one that may go. The rest wait their turn in the index, untouched.
@@ -137,6 +138,11 @@ def _enqueue(queue: MessageQueue, messages: Sequence[QueuedMessage], report: Dis
 def _dispatch_inbox(
     models: Models, inbox: Inbox, campaigns: dict[str, Campaign | None], report: DispatchReport, now: datetime
 ) -> SendRequest | None:
+    if inbox.status == InboxStatus.CONNECTED and inbox.poll_slot is None:
+        # Off the poll index (a row from before poll slots, or a placement lost to a fault): from
+        # here it is polled again, as a poll puts an inbox that can send back on the send index.
+        table = models.inbox
+        writes.update(inbox, actions=polling_scheduled(table), condition=table.poll_slot.does_not_exist())
     why_not = _why_inbox_cannot_send(inbox, now)
     if why_not:
         report.skipped_inboxes[inbox.inbox_id] = why_not
