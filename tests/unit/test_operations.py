@@ -483,3 +483,11 @@ def test_the_transformed_template_has_no_dependency_cycle(monkeypatch: pytest.Mo
     function = looped["Resources"]["AdminApiFunction"]
     function["Properties"]["Environment"]["Variables"]["API"] = {"Ref": api}
     assert "AdminApiFunction" in dependency_cycle(looped)
+
+
+def test_no_alarm_on_sendwells_metrics_takes_a_minimum_or_an_average() -> None:
+    """Concurrent invocations (worker batches, send batches) each report their own part: a
+    minimum or an average of their reports hides the one inbox that counts. Before: the held
+    follow-ups alarm took the Minimum, and one batch without held follow-ups silenced it."""
+    rows = TEMPLATE["Mappings"]["AppAlarms"]
+    assert rows and {name: row["Stat"] for name, row in rows.items() if row["Stat"] in ("Minimum", "Average")} == {}
