@@ -828,11 +828,11 @@ def closed_port() -> int:
     return port
 
 
-def _reply(to: str, in_reply_to: str) -> bytes:
+def _reply(to: str, in_reply_to: str, *, at: datetime) -> bytes:
     message = EmailMessage()
     message["From"], message["To"] = "Priya Raman <priya@northwind.example>", to
     message["Subject"] = "Re: Quick question"
-    message["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    message["Date"] = at.strftime("%a, %d %b %Y %H:%M:%S +0000")
     message["Message-ID"] = f"<{uuid.uuid4().hex}@northwind.example>"
     message["In-Reply-To"] = message["References"] = in_reply_to
     message.set_content("Thanks, not right now. Please take me off your list.\n\nPriya\n")
@@ -884,7 +884,9 @@ def test_a_reply_received_while_disconnected_stops_its_follow_up_and_the_backlog
     # Priya replied to step 1 while the inbox was disconnected.
     address = custom_inbox.address
     client = dovecot.connect(address)
-    reply = _reply(address, step_message_id("enr_priya", 0, address))
+    # Sent while the inbox was down. (Dated at build time, it fell a second after ``now`` when the
+    # clock turned in between, and its log entry came out newer than the resume's.)
+    reply = _reply(address, step_message_id("enr_priya", 0, address), at=now - timedelta(hours=2))
     client.append("INBOX", "", imaplib.Time2Internaldate(time.time()), reply)
     client.logout()
 
