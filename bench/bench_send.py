@@ -199,8 +199,10 @@ def main() -> None:
             + kms * PRICE_PER_MILLION["kms"]
         ) / emails
         print(f"emails sent: {emails} (through real SMTP + IMAP Sent copies, {INBOXES} inboxes)")
-        print(f"  DynamoDB write units per email: {meter.write_units / emails:.2f}   (target <= 4)")
-        print(f"  DynamoDB read units per email:  {meter.read_units / emails:.2f}   (target <= 1)")
+        # The send path alone (no polls, imports or token refreshes): the per-email target is judged
+        # on bench_workload's realistic workload, which counts all of them.
+        print(f"  DynamoDB write units per email: {meter.write_units / emails:.2f}")
+        print(f"  DynamoDB read units per email:  {meter.read_units / emails:.2f}")
         print(f"  DynamoDB requests per email:    {dynamo / emails:.2f}")
         print(f"  SQS requests per email:         {sqs_fifo / emails:.2f}")
         print(f"  KMS requests per email:         {kms / emails:.2f}")
